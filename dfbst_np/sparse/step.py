@@ -1,0 +1,49 @@
+r"""The step function H and the straight-through estimators of its derivative.
+
+H has derivative zero almost everywhere, so a threshold inside H would never
+learn. A straight-through estimator (STE) replaces dH/dx in the backward
+pass by a surrogate h(x), while the forward pass keeps the exact step.
+
+.. math::
+    H(x) = \begin{cases} 1 & x > 0 \\ 0 & x \le 0 \end{cases}
+
+DST's long-tailed estimator (the one the paper and the reference use):
+
+.. math::
+    h(x) = \begin{cases} 2 - 4|x| & |x| \le 0.4 \\ 0.4 & 0.4 < |x| \le 1 \\ 0 & |x| > 1 \end{cases}
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def step(x: np.ndarray) -> np.ndarray:
+    """H(x) = 1 where x > 0 else 0 (strict: H(0) = 0), in x's dtype."""
+    return (x > 0).astype(x.dtype)
+
+
+def long_tailed(x: np.ndarray) -> np.ndarray:
+    """DST's estimator: a triangle of height 2 near 0 with a 0.4 tail out to |x| = 1."""
+    a = np.abs(x)
+    return np.where(a <= 0.4, 2.0 - 4.0 * a, np.where(a <= 1.0, 0.4, 0.0)).astype(x.dtype, copy=False)
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    """The plain STE: h(x) = 1 everywhere (Bengio et al., 2013)."""
+    return np.ones_like(x)
+
+
+def clipped(x: np.ndarray) -> np.ndarray:
+    """The clipped STE: h(x) = 1 for |x| <= 1, else 0 (as for binarised networks)."""
+    return (np.abs(x) <= 1.0).astype(x.dtype)
+
+
+ESTIMATORS = {"long_tailed": long_tailed, "identity": identity, "clipped": clipped}
+
+
+def get_estimator(name: str):
+    """Look up an estimator by name, with a clear error for an unknown one."""
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}") from None
