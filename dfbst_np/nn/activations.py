@@ -48,7 +48,7 @@ class ReLU(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, ...) -> dx (N, ...)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         dx = np.where(self._cache.positive, dy, 0)
         self._cache = None
         return dx

@@ -130,7 +130,7 @@ class _BatchNorm(Module):
                  - \hat X \, \tfrac{1}{M}\textstyle\sum_m G_m \hat X_m\Big) \ \text{(batch statistics)},
             \qquad dX = \frac{G}{\sqrt{\hat\sigma^2+\epsilon}} \ \text{(running statistics)}.
         """
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         cache = self._cache
         dy2 = self._to_rows(dy)
         xhat = cache.xhat

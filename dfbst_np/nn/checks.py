@@ -53,11 +53,20 @@ def check_finite(a: np.ndarray, where: str) -> None:
         raise FloatingPointError(f"{where} contains {bad}")
 
 
-def check_grad_output(layer, dy: np.ndarray, shape) -> None:
-    """The upstream gradient must match the forward output exactly."""
-    if not isinstance(dy, np.ndarray) or dy.shape != tuple(shape):
-        got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
-        raise ValueError(f"{layer.describe()}: backward expected a gradient of shape "
-                         f"{tuple(shape)}, got {got}")
+def check_grad_output(layer, dy) -> None:
+    """The upstream gradient must match the forward output's shape and dtype.
+
+    Every layer's cache records ``y_shape``; a backward without a forward
+    before it has no cache.
+    """
     if layer._cache is None:
         raise RuntimeError(f"{layer.describe()}: backward called before forward")
+    shape = tuple(layer._cache.y_shape)
+    if not isinstance(dy, np.ndarray) or dy.shape != shape:
+        got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
+        raise ValueError(f"{layer.describe()}: backward expected a gradient of shape "
+                         f"{shape}, got {got}")
+    dtype = getattr(layer, "dtype", dy.dtype)
+    if dy.dtype != dtype:
+        raise TypeError(f"{layer.describe()}: backward expected a gradient of dtype "
+                        f"{np.dtype(dtype).name}, got {dy.dtype.name}")

@@ -64,7 +64,7 @@ class Dropout(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, ...) -> dx (N, ...)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         scale = self._cache.scale
         self._cache = None
         return dy if scale is None else dy * scale

@@ -34,11 +34,24 @@ def bias_uniform(n: int, fan: int, rng: np.random.Generator, dtype) -> np.ndarra
     return rng.uniform(-bound, bound, size=(n,)).astype(dtype)
 
 
+_GLOBAL_RNG = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Reseed the generator that layers built without ``rng`` draw from (like torch.manual_seed)."""
+    global _GLOBAL_RNG
+    _GLOBAL_RNG = np.random.default_rng(seed)
+
+
 def as_rng(rng) -> np.random.Generator:
-    """Accept a Generator, a seed or None (seed 0, so runs are repeatable)."""
+    """Accept a Generator, a seed, or None: the library-wide generator, seeded 0 at import.
+
+    Layers built without ``rng`` therefore differ from each other, and a
+    program that builds them in the same order gets the same numbers.
+    """
     if isinstance(rng, np.random.Generator):
         return rng
-    return np.random.default_rng(0 if rng is None else rng)
+    return _GLOBAL_RNG if rng is None else np.random.default_rng(rng)
 
 
 def as_float_dtype(dtype, who: str) -> np.dtype:

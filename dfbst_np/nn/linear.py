@@ -93,7 +93,7 @@ class Linear(WeightLayer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, out) -> dx (N, in); fills grads "weight" and "bias"."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         if "bias" in self._params:
             self._grads["bias"] = dy.sum(axis=0)
         dx = self._weight_product_backward(dy)
@@ -147,7 +147,7 @@ class Conv2d(WeightLayer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C_out, OH, OW) -> dx (N, C_in, H, W); fills grads "weight" and "bias"."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)      # (N*OH*OW, C_out)
         if "bias" in self._params:
             self._grads["bias"] = dy2.sum(axis=0)

@@ -42,6 +42,8 @@ class Module:
         if isinstance(value, Module):
             self._children[key] = value
             value._set_name(f"{self._name}.{key}" if self._name else key)
+        elif key in self._children:
+            del self._children[key]     # a child replaced by a plain value is gone
         object.__setattr__(self, key, value)
 
     def _set_name(self, name: str) -> None:
@@ -77,8 +79,11 @@ class Module:
     def _collect(self, attr: str) -> Dict[str, np.ndarray]:
         out: Dict[str, np.ndarray] = {}
         for prefix, m in self.named_modules():
-            for key, value in getattr(m, attr).items():
-                out[f"{prefix}.{key}" if prefix else key] = value
+            own = getattr(m, attr)
+            # Gradients follow the parameters' order, whatever order backward filled them in.
+            keys = [k for k in m._params if k in own] if attr == "_grads" else list(own)
+            for key in keys:
+                out[f"{prefix}.{key}" if prefix else key] = own[key]
         return out
 
     @property

@@ -127,7 +127,7 @@ class MaxPool2d(_Pool2d):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C, OH, OW) -> dx (N, C, H, W)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         argmax = self._cache.argmax
         dxp = np.zeros(self._cache.xp_shape, dtype=dy.dtype)
         for k, index in _window_offsets(self.kernel_size, self.stride, dy.shape[2:]):
@@ -181,7 +181,7 @@ class AvgPool2d(_Pool2d):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C, OH, OW) -> dx (N, C, H, W)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         share = dy / (self.kernel_size[0] * self.kernel_size[1])
         dxp = np.zeros(self._cache.xp_shape, dtype=dy.dtype)
         for _, index in _window_offsets(self.kernel_size, self.stride, dy.shape[2:]):
@@ -232,7 +232,7 @@ class AdaptiveAvgPool2d(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C, 1, 1) -> dx (N, C, H, W)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         h, w = self._cache.x_shape[2:]
         dx = np.broadcast_to(dy / (h * w), self._cache.x_shape).copy()
         self._cache = None

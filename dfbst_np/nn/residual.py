@@ -57,7 +57,7 @@ class Residual(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy -> dx, the sum of both paths' input gradients."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         self._cache = None
         dx = self.body.backward(dy)
         return dx + (dy if self.shortcut is None else self.shortcut.backward(dy))

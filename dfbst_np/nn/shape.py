@@ -50,7 +50,7 @@ class Flatten(Module):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, ..., d_start * ... * dk) -> dx (N, d1, ..., dk)."""
-        check_grad_output(self, dy, self._cache.y_shape)
+        check_grad_output(self, dy)
         dx = dy.reshape(self._cache.x_shape)
         self._cache = None
         return dx

@@ -109,7 +109,6 @@ def test_train_step_and_eval_match_torch(n, rng):
             assert rel_err(sd[k], tsd[k]) <= TOL, k
 
 
-@pytest.mark.xfail(strict=True, reason="Linear/Conv2d fill bias before weight; grads keep fill order")
 def test_grads_follow_parameter_order(rng):
     model = build(p=0.0)
     y = model.forward(rng.standard_normal((2, 3, 8, 8)))
@@ -183,8 +182,6 @@ LAYERS = [ReLU(), Flatten(), Dropout(), MaxPool2d(2), AvgPool2d(2), AdaptiveAvgP
           BatchNorm1d(3), BatchNorm2d(3), Residual(ReLU()), Linear(2, 2), Conv2d(1, 1, 1)]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="self._cache.y_shape is read before check_grad_output can see no cache")
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda m: type(m).__name__)
 def test_backward_before_forward_is_a_clear_error(layer):
     with pytest.raises(RuntimeError, match="backward called before forward"):
