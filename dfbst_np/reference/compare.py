@@ -11,7 +11,9 @@ where b is the reference (torch) value.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -147,7 +149,8 @@ def compare(np_model, torch_model: nn.Module, batches, np_trainer=None, ref_trai
     loss : object, optional
         Single-batch mode: the NumPy loss, with ``forward(logits, labels) ->
         float`` and ``backward() -> dlogits``; default
-        ``dfbst_np.nn.loss.CrossEntropyLoss()`` (mean cross-entropy).
+        ``dfbst_np.nn.loss.CrossEntropyLoss`` in the logits' dtype (mean
+        cross-entropy).
 
     Returns
     -------
@@ -169,9 +172,6 @@ def compare(np_model, torch_model: nn.Module, batches, np_trainer=None, ref_trai
 
 
 def _compare_batch(np_model, torch_model: nn.Module, batch, train: bool, loss_fn) -> List[Row]:
-    if loss_fn is None:
-        from dfbst_np.nn.loss import CrossEntropyLoss  # the NumPy side's own loss
-        loss_fn = CrossEntropyLoss()
     x, y = batch
     np_model.train(train)
     torch_model.train(train)
@@ -184,6 +184,8 @@ def _compare_batch(np_model, torch_model: nn.Module, batch, train: bool, loss_fn
 
     np_model.zero_grad()
     logits_n = np_model.forward(x)
+    if loss_fn is None:
+        loss_fn = _numpy_cross_entropy(logits_n.dtype)
     loss_n = loss_fn.forward(logits_n, y)
     np_model.backward(loss_fn.backward())
 
@@ -193,6 +195,24 @@ def _compare_batch(np_model, torch_model: nn.Module, batch, train: bool, loss_fn
     rows += [r for r in _state_rows(np_model, torch_model) if r.kind == "buffer"]
     rows += [r for r in _compare_masks(np_model, torch_model) if r.name.endswith(".mask")]
     return rows
+
+
+def _numpy_cross_entropy(dtype):
+    """The NumPy side's own mean cross-entropy, accepting logits of ``dtype``."""
+    from dfbst_np.nn.loss import CrossEntropyLoss
+    try:
+        return CrossEntropyLoss(dtype=dtype)
+    except TypeError:  # a loss without a dtype argument
+        return CrossEntropyLoss()
+
+
+def _stats_dict(stats) -> dict:
+    """A trainer's step statistics as a dict (mapping, dataclass or plain object)."""
+    if isinstance(stats, Mapping):
+        return dict(stats)
+    if dataclasses.is_dataclass(stats):
+        return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)}
+    return dict(vars(stats))
 
 
 def _compare_training(np_model, torch_model, batches: Iterable[Sequence[Any]], np_trainer,
@@ -205,11 +225,12 @@ def _compare_training(np_model, torch_model, batches: Iterable[Sequence[Any]], n
                 np_trainer.end_epoch()
                 ref_trainer.end_epoch()
         last_epoch = epoch
-        s_np = np_trainer.step(x, y, epoch=epoch, index=index)
-        s_ref = ref_trainer.step(x, y, epoch=epoch, index=index)
+        s_np = _stats_dict(np_trainer.step(x, y, epoch=epoch, index=index))
+        s_ref = _stats_dict(ref_trainer.step(x, y, epoch=epoch, index=index))
         for key in _STAT_KEYS:
             if key in s_np and key in s_ref:
-                a, b = float(s_np[key]), float(s_ref[key])
+                # None is how a trainer may say "no V this step"; the reference says nan.
+                a, b = (math.nan if s[key] is None else float(s[key]) for s in (s_np, s_ref))
                 if math.isnan(a) and math.isnan(b):
                     continue
                 rows.append(_row(f"step{k}.{key}", "output", a, b))

@@ -74,17 +74,18 @@ def pair(name, seed=0, **kw):
     return ref, TorchBacked(other)
 
 
-def test_single_batch_vgg_exact():
-    ref, fake = pair("vgg16")
+def test_single_batch_resnet_exact():
+    ref, fake = pair("resnet18")
     g = np.random.default_rng(0)
     x, y = g.standard_normal((2, 3, 32, 32)), g.integers(0, 10, 2)
     rows = compare(fake, ref, (x, y), loss=CE())
     kinds = {r.kind for r in rows}
     assert kinds == {"output", "grad", "buffer", "mask"}
     names = {r.name for r in rows}
-    assert {"logits", "loss", "feature.0.weight", "classifier.3.threshold",
-            "feature.1.running_mean", "classifier.0.mask"} <= names
-    assert "classifier.0.dthreshold" not in names  # no gradient on either side
+    assert {"logits", "loss", "conv1.weight", "layer2.0.downsample.0.threshold", "fc.bias",
+            "bn1.running_mean", "layer1.0.bn2.num_batches_tracked",
+            "layer2.0.downsample.0.mask"} <= names
+    assert "conv1.dthreshold" not in names  # no gradient on either side
     assert max_rel_err(rows) == 0.0, format_table(rows)
 
 
