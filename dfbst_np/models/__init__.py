@@ -33,6 +33,6 @@ def build(name: str, method: str = "dfbst", num_classes: int = 10, dtype=np.floa
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    layer_kw = dict(method=method, dtype=dtype, rng=as_rng(rng), estimator=estimator,
+    layer_kw = dict(method=method, dtype=dtype, rng=as_rng(0 if rng is None else rng), estimator=estimator,
                     float32_masks=float32_masks, kernel_path=kernel_path)
     return MODELS[name](num_classes=num_classes, **layer_kw)

@@ -163,7 +163,7 @@ class Run:
             n += len(y)
             V = st.V if st.V is not None else V
             for key in ("exact_flops", "ideal_flops", "dense_flops"):
-                self.totals[key] += st.cost.get(key, 0.0)
+                self.totals[key] += getattr(st.cost, key)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{st.loss:.3f}", acc=f"{st.accuracy:.2f}", refresh=False)
         tr.end_epoch()
