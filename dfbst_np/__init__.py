@@ -1,6 +1,6 @@
 """dfbst_np: Dynamic Forward and Backward Sparse Training in plain NumPy.
 
-Every forward and backward pass is written out by hand; see ../SPEC for the
+Every forward and backward pass is written out by hand; see docs/SPEC.md for the
 equations. Layers of the package, each importing only those above it here:
 
 * ``dfbst_np.nn``        the dense engine (layers, loss, optimisers)
@@ -9,6 +9,10 @@ equations. Layers of the package, each importing only those above it here:
 * ``dfbst_np.train``     the Trainer, data, checkpoints, metrics
 * ``dfbst_np.reference`` the PyTorch reference (the only module that imports torch)
 """
-from . import nn
-
 __version__ = "0.1.0"
+
+from . import models, nn, sparse, train
+from .sparse.masked import MaskedConv2d, MaskedLinear
+from .train.trainer import Trainer, evaluate
+
+__all__ = ["MaskedConv2d", "MaskedLinear", "Trainer", "evaluate", "models", "nn", "sparse", "train"]

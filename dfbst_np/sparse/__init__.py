@@ -1,0 +1,16 @@
+"""What makes DFBST: masks, estimators, the gradient rules, kernels and costs.
+
+One idea a file:
+
+* ``step``          H and the straight-through estimators h
+* ``mask_rule``     the forward mask M, the reset, and the gradient rule for dW and dt
+* ``backward_mask`` DFBST's backward mask D, the statistic V and dV/du
+* ``masked``        MaskedLinear and MaskedConv2d (engine layer + mask rule)
+* ``kernels``       every product: dense, CSR and sampled, and the automatic choice
+* ``crossover``     measuring where sparse products start to pay
+* ``ledger``        training FLOPs per layer and step, exact and ideal
+"""
+from .backward_mask import BackwardMask, backward_mask
+from .mask_rule import forward_mask, masked_layer_grads, threshold_penalty
+from .masked import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
+from .step import ESTIMATORS, step
