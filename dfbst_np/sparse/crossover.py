@@ -1,0 +1,275 @@
+r"""Measure where the sparse kernels beat the dense ones on this machine.
+
+:func:`measure_crossover` times whole steps (prepare + forward +
+backward-data of :mod:`dfbst_np.sparse.kernels`) on both paths for the
+weight shapes of the reference models over a grid of densities, and the
+sampled product against the full dense :math:`A`. It fits the constants of
+the cost model of :class:`~dfbst_np.sparse.kernels.KernelCosts` to those
+timings (non-negative least squares on relative error) and reports, per
+layer, the crossover density that the fitted model predicts beside the one
+read off the timings.
+
+Command and numbers behind ``kernels.COSTS`` (2 shared cores, OpenBLAS
+0.3.31 of the numpy 2.4 wheel using both, scipy 1.17.1, Python 3.11)::
+
+    python -c "from dfbst_np.sparse.crossover import measure_crossover; measure_crossover()"
+
+(run at load average 2.2: other jobs held the cores; a quiet rerun is due)
+
+    costs (ns per element; call in us)
+      float32: dense 0.0114  sparse 0.083  copy 0.57  build 0.28  build_nnz 10.1  call 44  sampled 0.289
+      float64: dense 0.0236  sparse 0.202  copy 1.17  build 0.22  build_nnz 2.0  call 25  sampled 0.321
+    crossover density of W_hat, one step (forward + backward-data),
+    and predicted crossover support fraction of the sampled product
+      layer                rows  out fan_in  dtype    predicted measured sampled
+      lenet300 fc1           64  300    784  float32      0.032    0.020   0.020
+      lenet300 fc2           64  100    300  float32      0.000    0.000   0.000
+      lenet5 conv1        36864   20     25  float32      0.000    0.000   0.000
+      lenet5 conv2         4096   50    500  float32      0.000    0.000   0.000
+      lenet5 fc3             64  500    800  float32      0.040    0.025   0.027
+      vgg16 block5 conv     256  512   4608  float32      0.093    0.171   0.035
+      vgg16 classifier       64  512    512  float32      0.035    0.020   0.023
+      lenet300 fc1           64  300    784  float64      0.072    0.057   0.051
+      lenet300 fc2           64  100    300  float64      0.000    0.000   0.000
+      lenet5 conv1        36864   20     25  float64      0.000    0.000   0.000
+      lenet5 conv2         4096   50    500  float64      0.000    0.019   0.000
+      lenet5 fc3             64  500    800  float64      0.081    0.068   0.059
+      vgg16 block5 conv     256  512   4608  float64      0.100    0.239   0.065
+      vgg16 classifier       64  512    512  float64      0.076    0.055   0.054
+
+A measured value of 0.000 means the sparse step was slower at every density
+tried with at least one nonzero. The tables say: on this machine the sparse
+products pay off only for the large fully connected layers and the deep
+convolutions with few output positions, below roughly 3-10% density; the
+im2col products of early convolutions (many rows, thin weight) are always
+faster dense, because their sparse path spends more on transposing X2 than
+BLAS spends on the whole product. Timings move by 10-30% with machine load
+(two-thread BLAS suffers most when another process holds a core); rerun on
+another machine and put the returned ``costs`` into ``kernels.COSTS``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import nnls
+
+from . import kernels
+from .kernels import KernelCosts, prepare_weight, sampled_product
+
+#: (name, rows, out, fan_in): weight products of the reference models, batch 64.
+DEFAULT_LAYERS: Tuple[Tuple[str, int, int, int], ...] = (
+    ("lenet300 fc1", 64, 300, 784),
+    ("lenet300 fc2", 64, 100, 300),
+    ("lenet5 conv1", 64 * 24 * 24, 20, 25),
+    ("lenet5 conv2", 64 * 8 * 8, 50, 500),
+    ("lenet5 fc3", 64, 500, 800),
+    ("vgg16 block5 conv", 64 * 2 * 2, 512, 4608),
+    ("vgg16 classifier", 64, 512, 512),
+)
+
+#: Densities of W_hat timed per layer (until sparse is clearly slower).
+DENSITY_GRID = (0.001, 0.002, 0.004, 0.008, 0.016, 0.024, 0.032, 0.048, 0.064,
+                0.08, 0.1, 0.13, 0.16, 0.2, 0.3, 0.5)
+
+#: Support fractions timed for the sampled product.
+SUPPORT_GRID = (0.005, 0.02, 0.05, 0.2)
+
+
+def _best(fn, repeat: int) -> float:
+    """Fastest of ``repeat`` runs in seconds: the run least disturbed by other load."""
+    fn()  # warm caches and the allocator
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _masked(rng, out, fan_in, density, dtype) -> np.ndarray:
+    w = rng.standard_normal((out, fan_in)).astype(dtype)
+    w *= rng.random((out, fan_in)) < density
+    return w
+
+
+def _step(w, x, dy, path):
+    mw = prepare_weight(w, path=path, n_rows=x.shape[0])
+    mw.forward(x)
+    mw.backward_data(dy)
+
+
+def _relative_nnls(features: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients c minimising sum(((features @ c) / times - 1)^2)."""
+    coef, _ = nnls(features / times[:, None], np.ones_like(times))
+    return coef
+
+
+def time_layer(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
+               grid: Sequence[float] = DENSITY_GRID, min_points: int = 4) -> Dict:
+    """Time one dense step and sparse steps over ``grid`` for one weight shape.
+
+    Dense is re-timed beside every sparse timing and the fastest dense time is
+    the baseline (two-thread BLAS is hurt most by other load, which would
+    flatter the sparse path). The grid stops once sparse has been slower at
+    two densities in a row and ``min_points`` densities with nonzeros are
+    timed.
+
+    Returns
+    -------
+    dict
+        ``dense``: seconds; ``sparse``: list of (density, nnz, seconds).
+    """
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    x = rng.standard_normal((rows, fan_in)).astype(dtype)
+    dy = rng.standard_normal((rows, out)).astype(dtype)
+    w = _masked(rng, out, fan_in, 1.0, dtype)
+    t_dense, sparse = np.inf, []
+    for d in grid:
+        wd = _masked(rng, out, fan_in, d, dtype)
+        t_dense = min(t_dense, _best(lambda: _step(w, x, dy, "dense"), repeat))
+        sparse.append((d, int(np.count_nonzero(wd)), _best(lambda: _step(wd, x, dy, "sparse"), repeat)))
+        timed = sum(1 for _, nnz, _ in sparse if nnz)
+        if timed >= min_points and min(t for _, _, t in sparse[-2:]) >= t_dense:
+            break
+    return {"dense": t_dense, "sparse": sparse}
+
+
+def crossing(timing: Dict) -> float:
+    """Density where the timed sparse step becomes slower than the dense one.
+
+    Log-linear interpolation between the last faster and the first slower
+    density; 0.0 when no density with nonzeros was faster, the last density
+    timed when all were faster.
+    """
+    points = [(d, t / timing["dense"]) for d, nnz, t in timing["sparse"] if nnz]
+    result = 0.0
+    for i, (d1, r1) in enumerate(points):
+        if r1 < 1.0:
+            result = d1
+            continue
+        if i and points[i - 1][1] < 1.0:
+            (d0, r0) = points[i - 1]
+            f = np.log(r0) / (np.log(r0) - np.log(r1))
+            result = float(np.exp(np.log(d0) + f * (np.log(d1) - np.log(d0))))
+        break
+    return result
+
+
+def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dict],
+              sampled: Sequence[Tuple[int, int, int, int, float]]) -> KernelCosts:
+    """Fit :class:`KernelCosts` to step timings and sampled-product timings.
+
+    Parameters
+    ----------
+    layers : (name, rows, out, fan_in) per layer
+    timings : output of :func:`time_layer` per layer
+    sampled : (rows, out, fan_in, support size, seconds) per measurement
+    """
+    dense, feats, times = [], [], []
+    for (_, rows, out, fan_in), timing in zip(layers, timings):
+        numel = out * fan_in
+        dense.append(timing["dense"] * 1e9 / (2 * rows * numel))
+        for _, nnz, t in timing["sparse"]:
+            if nnz:   # nnz == 0 returns zeros without the products
+                feats.append([1e3, numel, nnz, 2 * rows * nnz, 2 * rows * (out + fan_in)])
+                times.append(t * 1e9)
+    call_us, build_ns, build_nnz_ns, sparse_ns, copy_ns = _relative_nnls(
+        np.array(feats, float), np.array(times))
+    # sampled: copies and call overhead as in the step model, the rest per multiply-add
+    rest = np.array([t * 1e9 - copy_ns * r * (o + f) - 1e3 * call_us for r, o, f, k, t in sampled])
+    work = np.array([[r * k] for r, o, f, k, t in sampled], float)
+    keep = rest > 0
+    sampled_ns = float(_relative_nnls(work[keep], rest[keep])[0]) if keep.any() else float("nan")
+    return KernelCosts(dense_ns=float(np.median(dense)), sparse_ns=float(sparse_ns),
+                       copy_ns=float(copy_ns), build_ns=float(build_ns),
+                       build_nnz_ns=float(build_nnz_ns), call_us=float(call_us),
+                       sampled_ns=sampled_ns)
+
+
+def time_sampled(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
+                 grid: Sequence[float] = SUPPORT_GRID) -> List[Tuple[int, int, int, int, float]]:
+    """Time the sampled product for support fractions ``grid`` of one shape."""
+    rng = np.random.default_rng(seed)
+    dy2 = rng.standard_normal((rows, out)).astype(dtype)
+    x2 = rng.standard_normal((rows, fan_in)).astype(dtype)
+    result = []
+    for s in grid:
+        r, c = np.nonzero(rng.random((out, fan_in)) < s)
+        if r.size:
+            t = _best(lambda: sampled_product(dy2, x2, r, c, path="sparse"), repeat)
+            result.append((rows, out, fan_in, int(r.size), t))
+    return result
+
+
+def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
+                      layers: Sequence[Tuple[str, int, int, int]] = DEFAULT_LAYERS,
+                      repeat: int = 5, seed: int = 0, verbose: bool = True) -> Dict:
+    """Time the kernels, fit their costs and report the crossovers per layer.
+
+    Takes about 20-40 s on two cores.
+
+    Parameters
+    ----------
+    dtypes : sequence of float32 / float64
+    layers : sequence of (name, rows, out, fan_in)
+    repeat : int
+        Timings per measurement; the fastest is kept.
+    seed : int
+    verbose : bool
+        Print the tables in the format of this module's docstring.
+
+    Returns
+    -------
+    dict
+        ``"costs"``: {numpy.dtype: KernelCosts}, ready for ``kernels.COSTS``;
+        ``"layers"``: list of dicts (name, rows, out, fan_in, dtype,
+        predicted, measured, sampled_predicted) with ``predicted`` from the
+        fitted costs and ``measured`` read off the timings.
+    """
+    costs, table = {}, []
+    for dt in map(np.dtype, dtypes):
+        timings = [time_layer(rows, out, fan_in, dt, repeat, seed) for _, rows, out, fan_in in layers]
+        sampled = [m for _, rows, out, fan_in in layers
+                   for m in time_sampled(rows, out, fan_in, dt, repeat, seed)]
+        costs[dt] = fit_costs(layers, timings, sampled)
+        saved = kernels.COSTS.get(dt)
+        kernels.COSTS[dt] = costs[dt]
+        try:
+            for (name, rows, out, fan_in), timing in zip(layers, timings):
+                table.append(dict(
+                    name=name, rows=rows, out=out, fan_in=fan_in, dtype=dt.name,
+                    predicted=kernels.crossover_density(rows, out, fan_in, dt),
+                    measured=crossing(timing),
+                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt)))
+        finally:
+            if saved is None:
+                del kernels.COSTS[dt]
+            else:
+                kernels.COSTS[dt] = saved
+    if verbose:
+        print(format_report({"costs": costs, "layers": table}))
+    return {"costs": costs, "layers": table}
+
+
+def format_report(result: Dict) -> str:
+    """The tables of :func:`measure_crossover` as text."""
+    lines = ["costs (ns per element; call in us)"]
+    for dt, c in result["costs"].items():
+        lines.append(f"  {dt.name}: dense {c.dense_ns:.4f}  sparse {c.sparse_ns:.3f}  "
+                     f"copy {c.copy_ns:.2f}  build {c.build_ns:.2f}  build_nnz {c.build_nnz_ns:.1f}  "
+                     f"call {c.call_us:.0f}  sampled {c.sampled_ns:.3f}")
+    lines.append("crossover density of W_hat, one step (forward + backward-data),")
+    lines.append("and predicted crossover support fraction of the sampled product")
+    lines.append(f"  {'layer':<19}{'rows':>6}{'out':>5}{'fan_in':>7}  {'dtype':<8}"
+                 f"{'predicted':>10}{'measured':>9}{'sampled':>8}")
+    for r in result["layers"]:
+        lines.append(f"  {r['name']:<19}{r['rows']:>6}{r['out']:>5}{r['fan_in']:>7}  {r['dtype']:<8}"
+                     f"{r['predicted']:>10.3f}{r['measured']:>9.3f}{r['sampled_predicted']:>8.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    measure_crossover()
