@@ -380,14 +380,16 @@ class MaskedWeight:
 
     Built once per forward by :func:`prepare_weight`; the same object serves
     the forward product and the backward-data product of that step, so the
-    sparse structure is built once. On the dense path the object holds a
-    reference to ``w_hat`` (no copy): do not modify ``w_hat`` in place before
-    the backward-data product.
+    sparse structure is built at most once. The object holds a reference to
+    ``w_hat`` (no copy) on the dense path and until an ``"auto"`` choice is
+    made: do not modify ``w_hat`` in place before the backward-data product.
 
     Attributes
     ----------
     path : {"dense", "sparse"}
-        The resolved path.
+        The resolved path. An ``"auto"`` weight prepared without ``n_rows``
+        decides at its first product, which knows the rows; reading ``path``
+        before that decides with the many-rows limit.
     requested : {"dense", "sparse", "auto"}
         What was asked for (after applying the module default).
     shape : tuple (out, fan_in)
@@ -405,19 +407,36 @@ class MaskedWeight:
         self.requested = path if path is not None else _default_path
         self.shape: Tuple[int, int] = (int(w_hat.shape[0]), int(w_hat.shape[1]))
         self.dtype = w_hat.dtype
-        nonzero = w_hat != 0          # NaN counts as nonzero, so it propagates on both paths
-        self.nnz = int(np.count_nonzero(nonzero))
+        self._nonzero = w_hat != 0    # NaN counts as nonzero, so it propagates on both paths
+        self.nnz = int(np.count_nonzero(self._nonzero))
         self.density = self.nnz / w_hat.size if w_hat.size else 0.0
-        if self.requested == "auto":
-            self.path = choose_path(self.density, n_rows, *self.shape, self.dtype)
-        else:
-            self.path = self.requested
-        self._w = w_hat if self.path == "dense" else None
-        self._csc = _compress(w_hat, nonzero, self.nnz) if self.path == "sparse" and self.nnz else None
-        self._csr_t = None
+        self._w, self._csc, self._csr_t, self._path = w_hat, None, None, None
+        if self.requested != "auto":
+            self._resolve(self.requested)
+        elif n_rows is not None:
+            self._resolve(choose_path(self.density, n_rows, *self.shape, self.dtype))
+
+    def _resolve(self, path: str) -> None:
+        """Fix the path and build what it needs (the compressed matrix for sparse)."""
+        self._path = path
+        if path == "sparse":
+            if self.nnz:
+                self._csc = _compress(self._w, self._nonzero, self.nnz)
+            self._w = None
+        self._nonzero = None
+
+    def _resolve_for(self, n_rows: Optional[int]) -> str:
+        if self._path is None:
+            self._resolve(choose_path(self.density, n_rows, *self.shape, self.dtype))
+        return self._path
+
+    @property
+    def path(self) -> str:
+        return self._resolve_for(None)
 
     def __repr__(self) -> str:
-        return (f"MaskedWeight(shape={self.shape}, dtype={self.dtype}, path={self.path!r}, "
+        path = self._path if self._path is not None else "auto (undecided)"
+        return (f"MaskedWeight(shape={self.shape}, dtype={self.dtype}, path={path!r}, "
                 f"nnz={self.nnz}, density={self.density:.4g})")
 
     def forward(self, x2: np.ndarray) -> np.ndarray:
@@ -427,7 +446,7 @@ class MaskedWeight:
         """
         out, fan_in = self.shape
         _check_matrix(x2, "x2", fan_in, self.dtype, where="MaskedWeight.forward")
-        if self.path == "dense":
+        if self._resolve_for(x2.shape[0]) == "dense":
             return x2 @ self._w.T
         if self._csc is None or x2.shape[0] == 0:
             return np.zeros((x2.shape[0], out), dtype=self.dtype)
@@ -442,7 +461,7 @@ class MaskedWeight:
         """
         out, fan_in = self.shape
         _check_matrix(dy2, "dy2", out, self.dtype, where="MaskedWeight.backward_data")
-        if self.path == "dense":
+        if self._resolve_for(dy2.shape[0]) == "dense":
             return dy2 @ self._w
         if self._csc is None or dy2.shape[0] == 0:
             return np.zeros((dy2.shape[0], fan_in), dtype=self.dtype)
@@ -466,8 +485,8 @@ def prepare_weight(w_hat: np.ndarray, path: Optional[str] = None,
         :func:`choose_path` to the density of ``w_hat``.
     n_rows : int or None
         Rows of the :math:`X_2` this weight will multiply (batch size times
-        output positions); used only by ``"auto"``. The layer knows it
-        (``x2.shape[0]``) and should pass it; None assumes many rows.
+        output positions); used only by ``"auto"``. None defers an ``"auto"``
+        choice to the first product, which takes the rows from its input.
 
     Returns
     -------

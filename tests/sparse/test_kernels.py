@@ -244,3 +244,22 @@ def test_crossover_shape_dependence(dtype):
 def test_masked_weight_repr(rng):
     mw = MaskedWeight(masked_weight(rng, 3, 4, 0.5, np.float64), path="dense")
     assert "dense" in repr(mw) and "(3, 4)" in repr(mw)
+
+
+def test_auto_without_rows_decides_at_first_product(rng):
+    out, fan_in, rows, dtype = 300, 784, 64, np.float32
+    low, high = crossover_density(rows, out, fan_in, dtype), crossover_density(None, out, fan_in, dtype)
+    assert low < high          # few rows leave the build less amortised
+    w = masked_weight(rng, out, fan_in, (low + high) / 2, dtype)
+    x = rng.standard_normal((rows, fan_in)).astype(dtype)
+    dy = rng.standard_normal((rows, out)).astype(dtype)
+    mw = prepare_weight(w, "auto")
+    assert "undecided" in repr(mw)
+    y = mw.forward(x)                        # the rows of x decide
+    assert mw.path == choose_path(mw.density, rows, out, fan_in, dtype) == "dense"
+    assert rel_err(mw.backward_data(dy), dy.astype(np.float64) @ w.astype(np.float64)) <= 1e-5
+    assert rel_err(y, x.astype(np.float64) @ w.T.astype(np.float64)) <= 1e-5
+    early = prepare_weight(w, "auto")
+    assert early.path == "sparse"            # read before any product: many-rows limit
+    assert rel_err(early.forward(x), y) <= 1e-5
+    assert prepare_weight(w, "auto", n_rows=rows).path == "dense"
