@@ -4,9 +4,7 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
-import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 TOL = 1e-10
 

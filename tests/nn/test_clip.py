@@ -6,7 +6,7 @@ from dfbst_np.nn.clip import clip_grad_norm
 from dfbst_np.nn.optim import SGD
 from tests.helpers import rel_err
 
-torch = pytest.importorskip("torch")
+import torch
 
 SHAPES = {"conv.weight": (3, 2, 3, 3), "conv.threshold": (3,), "fc.weight": (5, 7),
           "fc.bias": (5,), "fc.dthreshold": (5,)}

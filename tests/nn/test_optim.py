@@ -7,7 +7,7 @@ import pytest
 from dfbst_np.nn.optim import SGD, Adam, MultiStepLR
 from tests.helpers import rel_err
 
-torch = pytest.importorskip("torch")
+import torch
 
 SHAPES = {"fc.weight": (4, 3), "fc.bias": (4,), "fc.threshold": (4,), "fc.dthreshold": (4,)}
 STEPS = 20

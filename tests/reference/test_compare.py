@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 import torch.nn.functional as F  # noqa: E402
 
 from dfbst_np.reference import (ReferenceTrainer, Row, build, compare,  # noqa: E402

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from dfbst_np.reference import (build, load_checkpoint, save_checkpoint,  # noqa: E402
                                 to_numpy_state_dict, to_torch_state_dict)

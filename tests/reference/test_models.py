@@ -2,7 +2,7 @@
 reference models (SPEC section 3)."""
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from dfbst_np.reference import build  # noqa: E402
 from dfbst_np.reference.models import VGG16_CFG  # noqa: E402

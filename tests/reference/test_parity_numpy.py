@@ -20,24 +20,15 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-models = pytest.importorskip("dfbst_np.models")
-pytest.importorskip("dfbst_np.nn.loss")
-
-from dfbst_np.reference import ReferenceTrainer, build, compare, format_table  # noqa: E402
+from dfbst_np import models
+from dfbst_np.reference import ReferenceTrainer, build, compare, format_table
+from dfbst_np.train.trainer import Trainer
 
 SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
           "vgg16": (3, 32, 32), "resnet18": (3, 32, 32)}
 ZERO_GRADS = {"classifier.0.bias"}  # VGG: Linear followed by BatchNorm1d
-
-
-def numpy_trainer_class():
-    try:
-        from dfbst_np.train.trainer import Trainer
-    except ImportError:
-        pytest.skip("dfbst_np.train.trainer is not there yet")
-    return Trainer
 
 
 def pair(name, method="dfbst", float32_masks=False, seed=0):
@@ -88,7 +79,6 @@ def test_single_batch(name, n, float32_masks, tol):
     ("resnet18", "dfbst", False, 8, [(1, 0), (2, 0), (2, 1)], 1e-9),
 ])
 def test_training_steps(name, method, float32_masks, n, schedule, tol):
-    Trainer = numpy_trainer_class()
     np_model, ref = pair(name, method=method, float32_masks=float32_masks)
     g = np.random.default_rng(4)
     batches = [(g.random((n,) + SHAPES[name]), g.integers(0, 10, n), e, i) for e, i in schedule]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from dfbst_np.reference import ReferenceTrainer, build, evaluate  # noqa: E402
 from dfbst_np.reference.layers import masked_layers  # noqa: E402
