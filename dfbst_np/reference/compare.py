@@ -259,3 +259,88 @@ def format_table(rows: Iterable[Row]) -> str:
     for r in rows:
         lines.append(f"{r.name:<{width}}  {r.kind:<6}  {r.max_abs:>11.3e}  {r.max_rel:>11.3e}")
     return "\n".join(lines)
+
+
+#: Input shape (C, H, W) of each model for :func:`check_model`.
+INPUT_SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
+                "vgg16": (3, 32, 32), "resnet18": (3, 32, 32)}
+
+#: Gradients that are mathematically zero (a linear bias followed by
+#: BatchNorm1d: the normalisation removes any constant shift), judged by
+#: absolute error because their relative error is rounding noise over zero.
+ZERO_GRADIENTS = {"vgg16": {"classifier.0.bias"}}
+ZERO_GRADIENT_ABS_TOL = 1e-13
+
+
+def row_ok(row: Row, tol: float, zero_gradients=()) -> bool:
+    """Whether one row of :func:`compare` is within tolerance.
+
+    Masks must be identical; a gradient named in ``zero_gradients`` must have
+    an absolute error below :data:`ZERO_GRADIENT_ABS_TOL`; everything else a
+    relative error of at most ``tol``.
+    """
+    if row.kind == "mask":
+        return row.max_abs == 0
+    if row.kind == "grad" and row.name in zero_gradients:
+        return row.max_abs < ZERO_GRADIENT_ABS_TOL
+    return row.max_rel <= tol
+
+
+def check_model(model: str, method: str, batch_size: int = 4, seed: int = 0, tol: float = 1e-10,
+                float32_masks: bool = False, printer=print) -> bool:
+    """Compare one forward and backward of a dfbst_np model with the reference.
+
+    Builds the reference model (float64, ``torch.manual_seed(seed)``) and the
+    dfbst_np model with the same architecture, copies the reference's state
+    into it through the state dict, draws one batch of ``batch_size`` normal
+    images of the model's input shape and random labels (NumPy generator
+    seeded with ``seed``), runs :func:`compare` on it in training mode, and
+    prints the table of errors and a one-line verdict.
+
+    Parameters
+    ----------
+    model : {"lenet300_100", "lenet_5", "vgg16", "resnet18"}
+    method : {"dense", "dst", "dfbst"}
+    batch_size, seed : int
+    tol : float
+        Largest relative error accepted for outputs, gradients and buffers.
+        Masks must be identical. Mathematically zero gradients
+        (:data:`ZERO_GRADIENTS`) are judged by absolute error instead.
+    float32_masks : bool
+        Build both sides with the reference's float32 masks.
+    printer : callable
+        Receives the table and the verdict (default :func:`print`).
+
+    Returns
+    -------
+    bool
+        True when every compared quantity is within tolerance.
+    """
+    from dfbst_np import models as np_models
+    from .models import build
+
+    if model not in INPUT_SHAPES:
+        raise ValueError(f"check_model: unknown model {model!r}; expected one of {sorted(INPUT_SHAPES)}")
+    if batch_size < 1:
+        raise ValueError(f"check_model: batch_size must be >= 1, got {batch_size}")
+    torch.manual_seed(seed)
+    ref = build(model, method=method, dtype=torch.float64, float32_masks=float32_masks)
+    np_model = np_models.build(model, method=method, dtype=np.float64, float32_masks=float32_masks)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size,) + INPUT_SHAPES[model])
+    y = rng.integers(0, 10, batch_size)
+    rows = compare(np_model, ref, (x, y), copy=True, train=True)
+    zero = ZERO_GRADIENTS.get(model, set())
+    bad = [r for r in rows if not row_ok(r, tol, zero)]
+    printer(format_table(rows))
+    judged = [r for r in rows if r.kind != "mask" and r.name not in zero]
+    worst = max_rel_err(judged)
+    masks = sum(r.kind == "mask" for r in rows)
+    what = (f"check-grads {model}/{method} (float64, batch {batch_size}, seed {seed}): "
+            f"{len(rows)} quantities, {masks} masks, max rel err {worst:.3e}, tol {tol:.0e}")
+    if bad:
+        printer(f"MISMATCH: {what}; {len(bad)} outside tolerance: "
+                + ", ".join(r.name for r in bad))
+    else:
+        printer(f"OK: {what}")
+    return not bad
