@@ -26,12 +26,12 @@ from .layers import BinaryStep, MaskedConv2d, MaskedLinear, binary_step, masked_
 from .models import VGG16, LeNet5, LeNet300_100, ResNet18, build
 from .trainer import ReferenceTrainer, evaluate
 from .convert import load_checkpoint, save_checkpoint, to_numpy_state_dict, to_torch_state_dict
-from .compare import Row, compare, format_table, max_rel_err
+from .compare import Row, check_model, compare, format_table, max_rel_err
 
 __all__ = [
     "BinaryStep", "binary_step", "MaskedLinear", "MaskedConv2d", "masked_layers",
     "LeNet300_100", "LeNet5", "VGG16", "ResNet18", "build",
     "ReferenceTrainer", "evaluate",
     "to_numpy_state_dict", "to_torch_state_dict", "load_checkpoint", "save_checkpoint",
-    "Row", "compare", "format_table", "max_rel_err",
+    "Row", "check_model", "compare", "format_table", "max_rel_err",
 ]

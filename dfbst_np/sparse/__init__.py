@@ -10,7 +10,9 @@ One idea a file:
 * ``crossover``     measuring where sparse products start to pay
 * ``ledger``        training FLOPs per layer and step, exact and ideal
 """
-from .backward_mask import BackwardMask, backward_mask
+# Functions named like their modules (step, backward_mask) stay in the modules,
+# so that ``dfbst_np.sparse.step`` is always the module.
+from .backward_mask import BackwardMask
 from .mask_rule import forward_mask, masked_layer_grads, threshold_penalty
 from .masked import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
-from .step import ESTIMATORS, step
+from .step import ESTIMATORS
