@@ -1,4 +1,4 @@
-"""``python -m dfbst_np``: train, plot, check-grads.
+"""``python -m dfbst_np``: train, plot, check-grads, bench.
 
 Every failure a user can cause (an unknown name, a missing data folder, a
 corrupt checkpoint) ends with one line on stderr and exit status 2, not a
@@ -28,7 +28,8 @@ def _train(args) -> int:
                              batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
                              beta=args.beta, seed=args.seed, dtype=args.dtype,
                              train_limit=args.train_limit, test_limit=args.test_limit,
-                             kernel_path=args.kernel_path, data_root=args.data_root,
+                             kernel_path=args.kernel_path, weight_grad=args.weight_grad,
+                             data_root=args.data_root,
                              download=args.download or None)
         if args.epochs is None and cfg.dataset == "sample" and args.model == "lenet300_100" \
                 and args.method == "dfbst":
@@ -78,6 +79,11 @@ def _check_grads(args) -> int:
     return 0 if ok else 1
 
 
+def _bench(args) -> int:
+    from .bench import run_cli
+    return run_cli(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dfbst_np",
                                 description="DFBST sparse training in plain NumPy.")
@@ -98,6 +104,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--train-limit", type=int, help="use only the first N training images")
     t.add_argument("--test-limit", type=int, help="use only the first N test images")
     t.add_argument("--kernel-path", choices=("dense", "sparse", "auto"))
+    t.add_argument("--weight-grad", choices=("exact", "predicted"),
+                   help="exact: the paper's DFBST (default); predicted: the accelerated "
+                        "approximation, dW only on the support M | previous D (dfbst only)")
     t.add_argument("--data-root", help="data folder (default $DFBST_DATA or ~/.cache/dfbst_np)")
     t.add_argument("--download", action="store_true", help="fetch missing data from the mirrors")
     t.add_argument("--out", help="run folder (default runs/MODEL-METHOD-DATASET-seedS)")
@@ -116,6 +125,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--tol", type=float, default=1e-10)
     c.set_defaults(func=_check_grads)
+
+    from .bench import add_arguments as bench_arguments
+    b = sub.add_parser("bench", help="time whole training steps: dense, DST, DFBST (exact and "
+                                     "predicted) on each kernel path, against PyTorch")
+    bench_arguments(b)
+    b.set_defaults(func=_bench)
     return p
 
 

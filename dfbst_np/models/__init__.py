@@ -18,7 +18,8 @@ INPUT_SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
 
 
 def build(name: str, method: str = "dfbst", num_classes: int = 10, dtype=np.float32, rng=None,
-          estimator: str = "long_tailed", float32_masks: bool = False, kernel_path=None):
+          estimator: str = "long_tailed", float32_masks: bool = False, kernel_path=None,
+          weight_grad: str = "exact"):
     """Build a model by its reference name.
 
     Parameters
@@ -30,9 +31,11 @@ def build(name: str, method: str = "dfbst", num_classes: int = 10, dtype=np.floa
         reference's float32 masks do (for exact parity in float64).
     kernel_path : "dense", "sparse" or "auto" for every masked layer (None:
         the global default of ``dfbst_np.sparse.kernels``).
+    weight_grad : "exact" (the paper's algorithm) or "predicted" (DFBST's
+        accelerated approximation, dfbst only; see ``dfbst_np.sparse.masked``).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     layer_kw = dict(method=method, dtype=dtype, rng=as_rng(0 if rng is None else rng), estimator=estimator,
-                    float32_masks=float32_masks, kernel_path=kernel_path)
+                    float32_masks=float32_masks, kernel_path=kernel_path, weight_grad=weight_grad)
     return MODELS[name](num_classes=num_classes, **layer_kw)

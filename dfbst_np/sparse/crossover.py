@@ -56,7 +56,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from . import kernels
-from .kernels import KernelCosts, prepare_weight, sampled_product
+from .kernels import KernelCosts, prepare_masked, sampled_product_csr, support_structure
 
 #: (name, rows, out, fan_in): weight products of the reference models, batch 64.
 DEFAULT_LAYERS: Tuple[Tuple[str, int, int, int], ...] = (
@@ -74,7 +74,7 @@ DENSITY_GRID = (0.001, 0.002, 0.004, 0.008, 0.016, 0.024, 0.032, 0.048, 0.064,
                 0.08, 0.1, 0.13, 0.16, 0.2, 0.3, 0.5)
 
 #: Support fractions timed for the sampled product.
-SUPPORT_GRID = (0.005, 0.02, 0.05, 0.2)
+SUPPORT_GRID = (0.005, 0.01, 0.02, 0.04, 0.08, 0.2)
 
 
 def _best(fn, repeat: int) -> float:
@@ -88,16 +88,17 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def _masked(rng, out, fan_in, density, dtype) -> np.ndarray:
+def _masked(rng, out, fan_in, density, dtype):
+    """A weight W and a bool mask M keeping about ``density`` of it."""
     w = rng.standard_normal((out, fan_in)).astype(dtype)
-    w *= rng.random((out, fan_in)) < density
-    return w
+    return w, rng.random((out, fan_in)) < density
 
 
-def _step(w, x, dy, path):
-    mw = prepare_weight(w, path=path, n_rows=x.shape[0])
+def _step(w, m, x, dy, path, products=2):
+    mw = prepare_masked(w, m, path=path, n_rows=x.shape[0], products=products)
     mw.forward(x)
-    mw.backward_data(dy)
+    if products > 1:
+        mw.backward_data(dy)
 
 
 def _relative_nnls(features: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -107,34 +108,39 @@ def _relative_nnls(features: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def time_layer(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
-               grid: Sequence[float] = DENSITY_GRID, min_points: int = 4) -> Dict:
+               grid: Sequence[float] = DENSITY_GRID, min_points: int = 4,
+               products: int = 2) -> Dict:
     """Time one dense step and sparse steps over ``grid`` for one weight shape.
 
-    Dense is re-timed beside every sparse timing and the fastest dense time is
-    the baseline (two-thread BLAS is hurt most by other load, which would
-    flatter the sparse path). The grid stops once sparse has been slower at
-    two densities in a row and ``min_points`` densities with nonzeros are
-    timed.
+    A step is what a training step runs on one layer's masked weight: the
+    preparation from W and M (forming W * M on the dense path, building the
+    CSR arrays on the sparse one), the forward product and, with
+    ``products=2``, the backward-data product. Dense is re-timed beside every
+    sparse timing and the fastest dense time is the baseline (BLAS is hurt
+    most by other load, which would flatter the sparse path). The grid stops
+    once sparse has been slower at two densities in a row and ``min_points``
+    densities with nonzeros are timed.
 
     Returns
     -------
     dict
-        ``dense``: seconds; ``sparse``: list of (density, nnz, seconds).
+        ``dense``: seconds; ``sparse``: list of (density, nnz, seconds);
+        ``products``.
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     x = rng.standard_normal((rows, fan_in)).astype(dtype)
     dy = rng.standard_normal((rows, out)).astype(dtype)
-    w = _masked(rng, out, fan_in, 1.0, dtype)
     t_dense, sparse = np.inf, []
     for d in grid:
-        wd = _masked(rng, out, fan_in, d, dtype)
-        t_dense = min(t_dense, _best(lambda: _step(w, x, dy, "dense"), repeat))
-        sparse.append((d, int(np.count_nonzero(wd)), _best(lambda: _step(wd, x, dy, "sparse"), repeat)))
+        w, m = _masked(rng, out, fan_in, d, dtype)
+        t_dense = min(t_dense, _best(lambda: _step(w, m, x, dy, "dense", products), repeat))
+        sparse.append((d, int(np.count_nonzero(m)),
+                       _best(lambda: _step(w, m, x, dy, "sparse", products), repeat)))
         timed = sum(1 for _, nnz, _ in sparse if nnz)
         if timed >= min_points and min(t for _, _, t in sparse[-2:]) >= t_dense:
             break
-    return {"dense": t_dense, "sparse": sparse}
+    return {"dense": t_dense, "sparse": sparse, "products": products}
 
 
 def crossing(timing: Dict) -> float:
@@ -159,49 +165,72 @@ def crossing(timing: Dict) -> float:
 
 
 def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dict],
-              sampled: Sequence[Tuple[int, int, int, int, float]]) -> KernelCosts:
+              sampled: Sequence[Tuple[int, int, int, int, float]], threads: int = 1) -> KernelCosts:
     """Fit :class:`KernelCosts` to step timings and sampled-product timings.
 
     Parameters
     ----------
-    layers : (name, rows, out, fan_in) per layer
+    layers : (name, rows, out, fan_in) per timing
     timings : output of :func:`time_layer` per layer
     sampled : (rows, out, fan_in, support size, seconds) per measurement
+    threads : BLAS threads during the timings; ``dense_ns`` is stored per
+        thread (multiplied by it), as :data:`~dfbst_np.sparse.kernels.COSTS` wants.
     """
-    dense, feats, times = [], [], []
+    dfeats, dtimes, feats, times = [], [], [], []
     for (_, rows, out, fan_in), timing in zip(layers, timings):
-        numel = out * fan_in
-        dense.append(timing["dense"] * 1e9 / (2 * rows * numel))
+        numel, p = out * fan_in, timing.get("products", 2)
+        dfeats.append([numel, p * rows * numel])
+        dtimes.append(timing["dense"] * 1e9)
         for _, nnz, t in timing["sparse"]:
             if nnz:   # nnz == 0 returns zeros without the products
-                feats.append([1e3, numel, nnz, 2 * rows * nnz, 2 * rows * (out + fan_in)])
+                feats.append([1e3, numel, nnz, p * rows * nnz, p * rows * (out + fan_in)])
                 times.append(t * 1e9)
+    mask_ns, dense_ns = _relative_nnls(np.array(dfeats, float), np.array(dtimes))
     call_us, build_ns, build_nnz_ns, sparse_ns, copy_ns = _relative_nnls(
         np.array(feats, float), np.array(times))
-    # sampled: copies and call overhead as in the step model, the rest per multiply-add
-    rest = np.array([t * 1e9 - copy_ns * r * (o + f) - 1e3 * call_us for r, o, f, k, t in sampled])
-    work = np.array([[r * k] for r, o, f, k, t in sampled], float)
-    keep = rest > 0
-    sampled_ns = float(_relative_nnls(work[keep], rest[keep])[0]) if keep.any() else float("nan")
-    return KernelCosts(dense_ns=float(np.median(dense)), sparse_ns=float(sparse_ns),
+    # sampled: its own copies and call overhead, and the rest per multiply-add
+    sfeats = np.array([[r * k, r * (o + f), 1e3] for r, o, f, k, t in sampled], float)
+    stimes = np.array([t * 1e9 for r, o, f, k, t in sampled])
+    if len(stimes):
+        sampled_ns, s_copy, s_call = _relative_nnls(sfeats, stimes)
+    else:
+        sampled_ns, s_copy, s_call = float("nan"), copy_ns, call_us
+    return KernelCosts(dense_ns=float(dense_ns) * threads, sparse_ns=float(sparse_ns),
                        copy_ns=float(copy_ns), build_ns=float(build_ns),
                        build_nnz_ns=float(build_nnz_ns), call_us=float(call_us),
-                       sampled_ns=sampled_ns)
+                       sampled_ns=float(sampled_ns), mask_ns=float(mask_ns),
+                       sampled_copy_ns=float(s_copy), sampled_call_us=float(s_call))
 
 
 def time_sampled(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
                  grid: Sequence[float] = SUPPORT_GRID) -> List[Tuple[int, int, int, int, float]]:
-    """Time the sampled product for support fractions ``grid`` of one shape."""
+    """Time the gathering sampled product for support fractions ``grid`` of one shape."""
     rng = np.random.default_rng(seed)
     dy2 = rng.standard_normal((rows, out)).astype(dtype)
     x2 = rng.standard_normal((rows, fan_in)).astype(dtype)
     result = []
     for s in grid:
-        r, c = np.nonzero(rng.random((out, fan_in)) < s)
-        if r.size:
-            t = _best(lambda: sampled_product(dy2, x2, r, c, path="sparse"), repeat)
-            result.append((rows, out, fan_in, int(r.size), t))
+        support = support_structure(rng.random((out, fan_in)) < s)
+        if support.nnz:
+            t = _best(lambda: sampled_product_csr(dy2, x2, support, path="sparse"), repeat)
+            result.append((rows, out, fan_in, support.nnz, t))
     return result
+
+
+def time_blocked(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
+                 fraction: float = 0.2) -> float:
+    """Seconds of the blocked dense sampled product (BLAS by row blocks) for one shape."""
+    rng = np.random.default_rng(seed)
+    dy2 = rng.standard_normal((rows, out)).astype(dtype)
+    x2 = rng.standard_normal((rows, fan_in)).astype(dtype)
+    support = support_structure(rng.random((out, fan_in)) < fraction)
+    return _best(lambda: sampled_product_csr(dy2, x2, support, path="dense"), repeat)
+
+
+def _sampled_crossing(gathered, t_blocked: float) -> float:
+    """Support fraction where the gathering product becomes slower than the blocked one."""
+    points = [(k / (o * f), t / t_blocked) for r, o, f, k, t in gathered]
+    return crossing({"dense": 1.0, "sparse": [(frac, 1, ratio) for frac, ratio in points]})
 
 
 def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
@@ -226,48 +255,61 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
     dict
         ``"costs"``: {numpy.dtype: KernelCosts}, ready for ``kernels.COSTS``;
         ``"layers"``: list of dicts (name, rows, out, fan_in, dtype,
-        predicted, measured, sampled_predicted) with ``predicted`` from the
-        fitted costs and ``measured`` read off the timings.
+        products, predicted, measured, sampled_predicted, sampled_measured)
+        with ``predicted`` from the fitted costs and ``measured`` read off the
+        timings.
     """
     costs, table = {}, []
+    threads = kernels.blas_threads()
     for dt in map(np.dtype, dtypes):
-        timings = [time_layer(rows, out, fan_in, dt, repeat, seed) for _, rows, out, fan_in in layers]
-        sampled = [m for _, rows, out, fan_in in layers
-                   for m in time_sampled(rows, out, fan_in, dt, repeat, seed)]
-        costs[dt] = fit_costs(layers, timings, sampled)
+        cases = [(layer, p) for layer in layers for p in (2, 1)]
+        timings = [time_layer(rows, out, fan_in, dt, repeat, seed, products=p)
+                   for (_, rows, out, fan_in), p in cases]
+        per_layer = [time_sampled(rows, out, fan_in, dt, repeat, seed) for _, rows, out, fan_in in layers]
+        sampled = [m for ms in per_layer for m in ms]
+        blocked = {name: time_blocked(rows, out, fan_in, dt, repeat, seed)
+                   for name, rows, out, fan_in in layers}
+        measured_s = {name: _sampled_crossing(ms, blocked[name])
+                      for (name, *_), ms in zip(layers, per_layer)}
+        costs[dt] = fit_costs([layer for layer, _ in cases], timings, sampled, threads)
         saved = kernels.COSTS.get(dt)
         kernels.COSTS[dt] = costs[dt]
         try:
-            for (name, rows, out, fan_in), timing in zip(layers, timings):
+            for ((name, rows, out, fan_in), p), timing in zip(cases, timings):
                 table.append(dict(
-                    name=name, rows=rows, out=out, fan_in=fan_in, dtype=dt.name,
-                    predicted=kernels.crossover_density(rows, out, fan_in, dt),
+                    name=name, rows=rows, out=out, fan_in=fan_in, dtype=dt.name, products=p,
+                    predicted=kernels.crossover_density(rows, out, fan_in, dt, products=p),
                     measured=crossing(timing),
-                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt)))
+                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt),
+                    sampled_measured=measured_s[name]))
         finally:
             if saved is None:
                 del kernels.COSTS[dt]
             else:
                 kernels.COSTS[dt] = saved
     if verbose:
-        print(format_report({"costs": costs, "layers": table}))
-    return {"costs": costs, "layers": table}
+        print(format_report({"costs": costs, "layers": table, "threads": threads}))
+    return {"costs": costs, "layers": table, "threads": threads}
 
 
 def format_report(result: Dict) -> str:
     """The tables of :func:`measure_crossover` as text."""
-    lines = ["costs (ns per element; call in us)"]
+    lines = [f"costs (ns per element, dense per BLAS thread; call in us), "
+             f"timed with {result.get('threads', 1)} BLAS thread(s)"]
     for dt, c in result["costs"].items():
         lines.append(f"  {dt.name}: dense {c.dense_ns:.4f}  sparse {c.sparse_ns:.3f}  "
                      f"copy {c.copy_ns:.2f}  build {c.build_ns:.2f}  build_nnz {c.build_nnz_ns:.1f}  "
-                     f"call {c.call_us:.0f}  sampled {c.sampled_ns:.3f}")
-    lines.append("crossover density of W_hat, one step (forward + backward-data),")
-    lines.append("and predicted crossover support fraction of the sampled product")
-    lines.append(f"  {'layer':<19}{'rows':>6}{'out':>5}{'fan_in':>7}  {'dtype':<8}"
-                 f"{'predicted':>10}{'measured':>9}{'sampled':>8}")
+                     f"call {c.call_us:.0f}  mask {c.mask_ns:.3f}  sampled {c.sampled_ns:.3f} "
+                     f"(copy {c.sampled_copy_ns:.2f}, call {c.sampled_call_us:.0f})")
+    lines.append("crossover density of W_hat, one step (p = 2: forward + backward-data;")
+    lines.append("p = 1: forward only), and predicted crossover support fraction of the sampled product")
+    lines.append(f"  {'layer':<19}{'rows':>6}{'out':>5}{'fan_in':>7}  {'dtype':<8}{'p':>2}"
+                 f"{'predicted':>10}{'measured':>9}{'sampled':>8}{'(meas.)':>9}")
     for r in result["layers"]:
         lines.append(f"  {r['name']:<19}{r['rows']:>6}{r['out']:>5}{r['fan_in']:>7}  {r['dtype']:<8}"
-                     f"{r['predicted']:>10.3f}{r['measured']:>9.3f}{r['sampled_predicted']:>8.3f}")
+                     f"{r.get('products', 2):>2}"
+                     f"{r['predicted']:>10.3f}{r['measured']:>9.3f}{r['sampled_predicted']:>8.3f}"
+                     f"{r.get('sampled_measured', float('nan')):>9.3f}")
     return "\n".join(lines)
 
 

@@ -21,32 +21,58 @@ penalty :math:`\alpha \sum_i e^{-t_i}` is a separate term (``threshold_penalty``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
+from .fused import row_sums, sub_rows
 from .step import long_tailed, step
 
 RESET_DENSITY = 0.01   # the reference zeroes t when a layer keeps <= 1 % of its weights
 
 
-@dataclass
 class ForwardMask:
     """What the forward mask keeps for the gradient rule.
 
-    M (out, fan_in): the mask, 0/1 in W's dtype.
+    keep (out, fan_in) bool: M as a boolean array (what the kernels use).
+    M (out, fan_in): the mask, 0/1 in W's dtype (made from ``keep`` when first read).
     z (out, fan_in): |W| - tau, the argument of H, where h is evaluated.
-    reset: whether the reset rule zeroed t in this forward.
+    absw (out, fan_in): |W|, reused by the gradient rule.
+    nnz: number of kept weights.   reset: whether the reset rule zeroed t in this forward.
     """
-    M: np.ndarray
-    z: np.ndarray
-    reset: bool
+
+    __slots__ = ("keep", "z", "absw", "nnz", "reset", "_M", "dtype")
+
+    def __init__(self, keep: np.ndarray, z: np.ndarray, reset: bool, absw: Optional[np.ndarray] = None,
+                 nnz: Optional[int] = None) -> None:
+        self.keep, self.z, self.reset, self.absw = keep, z, bool(reset), absw
+        self.nnz = int(np.count_nonzero(keep)) if nnz is None else int(nnz)
+        self.dtype = z.dtype
+        self._M = None
+
+    @property
+    def M(self) -> np.ndarray:
+        if self._M is None:
+            self._M = self.keep.astype(self.dtype)
+        return self._M
 
 
 def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
     """tau = |t| for dfbst, t for dst, as a column (out, 1) to broadcast over rows."""
     return (np.abs(t) if method == "dfbst" else t)[:, None]
+
+
+def _reset_fires(nnz: int, size: int, dtype) -> bool:
+    """mean(M) <= 0.01 with M in ``dtype``, as the reference computes it.
+
+    The sum of the 0/1 entries is exact (an integer below 2**24 even in
+    float32), so the mean is that integer divided by the size, rounded once
+    in ``dtype``, and compared with 0.01 in ``dtype`` (a Python float is a
+    weak scalar: torch and NumPy both compare in the array's dtype).
+    """
+    dtype = np.dtype(dtype)
+    mean = dtype.type(nnz) / dtype.type(size)
+    return bool(mean <= dtype.type(RESET_DENSITY))
 
 
 def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
@@ -59,26 +85,49 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     in every forward, evaluation included, so a layer can never mask itself
     out entirely.
 
+    Four passes over W: |W|, z = |W| - tau (a rank-1 BLAS update, exact),
+    the boolean M, and its count (the float M is made only if someone reads it).
+
     Parameters
     ----------
     w2 : (out, fan_in) weight matrix W.
     t : (out,) forward thresholds (the layer's parameter; may be reset in place).
     method : "dst" or "dfbst".
     """
-    abs_w = np.abs(w2)
-    z = abs_w - effective_threshold(t, method)
-    M = step(z)
-    reset = M.mean() <= RESET_DENSITY
+    absw = np.abs(w2)
+    tau = effective_threshold(t, method)[:, 0]
+    z = sub_rows(absw, np.ascontiguousarray(tau, dtype=w2.dtype))
+    keep = np.greater(z, 0)
+    nnz = int(np.count_nonzero(keep))
+    reset = _reset_fires(nnz, keep.size, w2.dtype) if keep.size else False
     if reset:
         t[...] = 0
-        z = abs_w - effective_threshold(t, method)
-        M = step(z)
-    return ForwardMask(M=M, z=z, reset=bool(reset))
+        z = absw - effective_threshold(t, method)     # tau = 0: z = |W|
+        keep = np.greater(z, 0)
+        nnz = int(np.count_nonzero(keep))
+    return ForwardMask(keep=keep, z=z, reset=reset, absw=absw, nnz=nnz)
+
+
+def _sign_s(t: np.ndarray, method: str, dtype):
+    """s(t): sign of t with s(0) = 1 for dfbst; 1 for dst."""
+    return np.where(t >= 0, 1, -1).astype(dtype) if method == "dfbst" else 1
+
+
+def _estimate(estimator, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return long_tailed(z, out=out) if estimator is long_tailed else estimator(z)
+
+
+def _round32(a: np.ndarray) -> np.ndarray:
+    """Round to float32 and back, in place when possible (the reference's float32 masks)."""
+    if a.dtype == np.float32:
+        return a
+    a[...] = a.astype(np.float32)
+    return a
 
 
 def masked_layer_grads(A: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: ForwardMask,
                        method: str, estimator=long_tailed,
-                       float32_masks: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                       float32_masks: bool = False, overwrite_a: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     r"""The gradient rule: dL/dW and dL/dt from A = dL/dW_hat.
 
     .. math::
@@ -90,24 +139,81 @@ def masked_layer_grads(A: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: Forward
     reaches the mask M; the reference keeps M in float32, so with
     ``float32_masks`` G is rounded to float32 exactly where autograd rounds it.
 
+    Computed in autograd's order, so every entry rounds as the reference's:
+    (A * W) * h for dt and (A * |W|) * h = |(A * W) * h| * sign(W) for dW
+    (rounding is symmetric, so the two agree bit for bit), in about ten
+    passes: h (4), G (1), G h (1), its row sums (one BLAS matrix-vector
+    product), A |W| (1), times h (1), A M (1) and the sum (1).
+
     Parameters
     ----------
     A : (out, fan_in) gradient of the loss with respect to W_hat.
     w2 : (out, fan_in) W.   t : (out,) thresholds.   fm : this step's ForwardMask.
     method : "dst" or "dfbst" (s = sign(t) with s(0) = 1 for dfbst; s = 1 for dst).
+    overwrite_a : bool
+        The result dW may be written into A's memory (A is then lost).
 
     Returns
     -------
     dW : (out, fan_in).   dt : (out,), without the alpha penalty.
     """
-    G = A * w2
+    absw = fm.absw if fm.absw is not None else np.abs(w2)
+    h = _estimate(estimator, fm.z, np.empty_like(A))
+    G = np.multiply(A, w2)                   # the gradient that reaches M (signed)
     if float32_masks:
-        G = G.astype(np.float32).astype(A.dtype)
-    Gh = G * estimator(fm.z)
-    dW = A * fm.M + Gh * np.sign(w2)
-    s = np.where(t >= 0, 1, -1).astype(A.dtype) if method == "dfbst" else 1
-    dt = -s * Gh.sum(axis=1)
+        _round32(G)
+    G *= h
+    dt = row_sums(G)
+    dt *= -_sign_s(t, method, A.dtype)
+    np.multiply(A, absw, out=G)              # A * |W| = (A * W) * sign(W) for W != 0
+    if float32_masks:
+        _round32(G)
+    G *= h
+    dW = A if overwrite_a else np.empty_like(A)
+    np.multiply(A, fm.keep, out=dW)
+    dW += G
     return dW, dt
+
+
+def support_layer_grads(a_s: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: ForwardMask,
+                        support, method: str, estimator=long_tailed,
+                        float32_masks: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""The gradient rule on a support S only (the predicted weight gradient).
+
+    The same entries as :func:`masked_layer_grads` for (i, j) in S, from
+    :math:`A_S` (A's entries on S, in the support's row-major order):
+
+    .. math::
+        dW_{ij} = A_{ij} M_{ij} + (A_{ij} |W_{ij}|)\, h(z_{ij}), \qquad
+        \frac{\partial L}{\partial t_i} = -s(t_i) \sum_{j \in S_i} (A_{ij} W_{ij})\, h(z_{ij})
+
+    with dW = 0 off S and the threshold gradient summed over S (an
+    approximation of the exact rule unless S holds every entry; see
+    :mod:`dfbst_np.sparse.masked`). Work: two gathers (W and z on S) and
+    a few passes over S's entries.
+
+    Returns
+    -------
+    values : (k,) dW on S.   dt : (out,), without the alpha penalty.
+    """
+    flat = support.flat
+    w_s = w2.reshape(-1).take(flat) if w2.flags.c_contiguous else w2.ravel().take(flat)
+    z_s = fm.z.reshape(-1).take(flat)
+    h = _estimate(estimator, z_s, np.empty_like(z_s))
+    G = np.multiply(a_s, w_s)
+    if float32_masks:
+        _round32(G)
+    G *= h
+    dt = support.row_sums(G)
+    dt *= -_sign_s(t, method, a_s.dtype)
+    np.abs(w_s, out=w_s)
+    np.multiply(a_s, w_s, out=G)
+    if float32_masks:
+        _round32(G)
+    G *= h
+    values = np.multiply(a_s, np.greater(z_s, 0))
+    values += G
+    return values, dt
 
 
 def threshold_penalty(t: np.ndarray, alpha: float) -> Tuple[float, np.ndarray]:

@@ -39,6 +39,7 @@ class RunConfig:
     train_limit: Optional[int] = None     # use only the first N training images
     test_limit: Optional[int] = None
     kernel_path: Optional[str] = None     # dense, sparse or auto (None: auto)
+    weight_grad: str = "exact"            # exact, or predicted (DFBST's accelerated approximation)
     data_root: Optional[str] = None
     download: bool = False
 

@@ -54,7 +54,8 @@ def load_data(cfg: RunConfig) -> Data:
 
 def build_model(cfg: RunConfig, num_classes: int):
     return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
-                 rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path)
+                 rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
+                 weight_grad=cfg.weight_grad)
 
 
 def build_trainer(cfg: RunConfig, model) -> Trainer:
@@ -118,6 +119,9 @@ class Run:
             run.trainer.scheduler.load_state_dict(strip_prefix("sched", ck))
             run.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
             run.epoch = int(ck["meta/epoch"])
+            for name, layer in masked_layers(run.model):    # the predicted mode's last D
+                if f"dmask/{name}" in ck:
+                    layer.dmask = ck[f"dmask/{name}"].astype(layer.dtype)
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{out / CHECKPOINT} does not match the run's config: {e}") from None
         run.rows = read_metrics(out / "metrics.csv")[:run.epoch]

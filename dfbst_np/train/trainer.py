@@ -15,6 +15,16 @@ One call of :meth:`Trainer.step` does, in this order:
 
 This is the only place that knows that order. Layers never see the
 optimiser, and the optimiser never sees a mask.
+
+Speed without changing the numbers: the layer that reads the network's input
+skips its backward-data product for the step (nothing needs dL/dx there);
+the gradient norm is computed once (one dot product per gradient) and serves
+both the finiteness check and the clipping, with the arithmetic of
+:func:`~dfbst_np.nn.clip.clip_grad_norm`; step statistics use the counts the
+masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
+approximation, see :mod:`dfbst_np.sparse.masked`) the layers compute dW only
+on their predicted support and this trainer applies D there and writes
+dW * D into the dense gradient once.
 """
 from __future__ import annotations
 
@@ -23,13 +33,14 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..nn.clip import clip_grad_norm
+from ..nn.containers import Sequential
 from ..nn.loss import CrossEntropyLoss
 from ..nn.optim import SGD, MultiStepLR
-from ..sparse.backward_mask import backward_mask
-from ..sparse.ledger import CostTotals, layer_cost, total_cost
+from ..nn.shape import Flatten
+from ..sparse.backward_mask import SupportGrad, backward_mask
+from ..sparse.ledger import CostTotals, LayerCost, total_cost
 from ..sparse.mask_rule import threshold_penalty
-from ..sparse.masked import masked_layers
+from ..sparse.masked import WEIGHT_GRADS, MaskedLayer, masked_layers
 
 
 @dataclass
@@ -64,17 +75,30 @@ class Trainer:
     beta : weight of V_prev in the loss (dfbst).
     clip_norm : max total gradient norm, or None for no clipping.
     milestones, gamma : the multi-step learning-rate schedule, per epoch.
+    weight_grad : "exact", "predicted" or None
+        Set every masked layer's weight gradient mode (None keeps the model's).
+        "predicted" is DFBST's accelerated approximation (dfbst only).
     """
 
     def __init__(self, model, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
                  alpha: float = 5e-6, beta: float = 0.1, clip_norm: Optional[float] = 1.0,
-                 milestones=(80, 120), gamma: float = 0.1) -> None:
+                 milestones=(80, 120), gamma: float = 0.1, weight_grad: Optional[str] = None) -> None:
         self.model = model
         self.layers = masked_layers(model)
         methods = {layer.method for _, layer in self.layers}
         if len(methods) > 1:
             raise ValueError(f"Trainer: the model mixes methods {sorted(methods)}; use one")
         self.method = methods.pop() if methods else "dense"
+        if weight_grad is not None:
+            if weight_grad not in WEIGHT_GRADS:
+                raise ValueError(f"Trainer: unknown weight_grad {weight_grad!r}; "
+                                 f"expected one of {WEIGHT_GRADS}")
+            if weight_grad == "predicted" and self.method != "dfbst":
+                raise ValueError(f"Trainer: weight_grad='predicted' needs method 'dfbst', "
+                                 f"the model's is {self.method!r}")
+            for _, layer in self.layers:
+                layer.weight_grad = weight_grad
+        self.input_layers = _input_layers(model)
         self.alpha, self.beta, self.clip_norm = alpha, beta, clip_norm
         self.loss_fn = CrossEntropyLoss(dtype=model_dtype(model))
         self.optimizer = SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -86,9 +110,19 @@ class Trainer:
         model = self.model
         model.train()
         model.zero_grad()
-        logits = model.forward(x)
-        ce = self.loss_fn.forward(logits, y)
-        model.backward(self.loss_fn.backward())
+        for layer in self.input_layers:       # nothing reads dL/dx of the network's input
+            layer.input_grad = False
+        for _, layer in self.layers:          # the trainer writes dW * D itself
+            layer._defer_weight_grad = True
+        try:
+            logits = model.forward(x)
+            ce = self.loss_fn.forward(logits, y)
+            model.backward(self.loss_fn.backward())
+        finally:
+            for layer in self.input_layers:
+                layer.input_grad = True
+            for _, layer in self.layers:
+                layer._defer_weight_grad = False
 
         alpha_term = 0.0
         if self.method in ("dst", "dfbst"):
@@ -107,48 +141,59 @@ class Trainer:
             V = self.prev.V
 
         grads = model.grads
-        grad_norm = self._checked_norm(grads)
+        grad_norm, norms = self._checked_norm(grads)
         if self.clip_norm is not None:
-            clip_grad_norm(grads, self.clip_norm)
+            _clip(grads, norms, self.clip_norm)
         self.optimizer.step(grads)
 
         return StepStats(
             loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
             V=V, grad_norm=grad_norm, accuracy=float((logits.argmax(axis=1) == y).mean()),
             density={name: layer.density for name, layer in self.layers},
-            bdensity={name: (1.0 if layer.dmask is None else float(layer.dmask.mean()))
+            bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
                       for name, layer in self.layers},
             cost=self.step_cost())
 
     def _apply_backward_mask(self):
         """D on every masked layer's dW (SPEC "The backward mask"); returns V and dV/du."""
         first = self.layers[0][1]
-        dWs = [layer._grads["weight"].reshape(layer.weight.shape[0], -1) for _, layer in self.layers]
+        dWs = [layer._support_grad if layer._support_grad is not None
+               else layer._grads["weight"].reshape(layer.weight.shape[0], -1)
+               for _, layer in self.layers]
         us = [layer._params["dthreshold"] for _, layer in self.layers]
         bm = backward_mask(dWs, us, scale=self.beta, estimator=first.estimator,
                            float32_masks=first.float32_masks)
-        for (_, layer), D, g in zip(self.layers, bm.D, bm.masked):
-            layer.dmask = D.reshape(layer.weight.shape)
-            layer._grads["weight"] = g.reshape(layer.weight.shape)
+        for (_, layer), keep, g, nnz in zip(self.layers, bm.keep, bm.masked, bm.nnz):
+            if isinstance(g, SupportGrad):
+                layer._grads["weight"] = g.dense().reshape(layer.weight.shape)
+                keep_dense = np.zeros(g.shape, dtype=bool)
+                keep_dense.reshape(-1)[g.support.flat] = keep
+                layer.set_backward_mask(keep_dense, nnz)
+            else:
+                layer._grads["weight"] = g.reshape(layer.weight.shape)
+                layer.set_backward_mask(keep, nnz)
         return bm
 
     @staticmethod
-    def _checked_norm(grads: Dict[str, np.ndarray]) -> float:
-        """Total L2 norm of all gradients; names the first non-finite one."""
-        norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    def _checked_norm(grads: Dict[str, np.ndarray]):
+        """Total L2 norm of all gradients and the per-gradient squared norms;
+        names the first non-finite gradient (a NaN or inf makes its norm non-finite)."""
+        sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads.values()]
+        norm = float(np.sqrt(sum(sq)))
         if not np.isfinite(norm):
             bad = next(name for name, g in grads.items() if not np.isfinite(g).all())
             raise FloatingPointError(f"Trainer: the gradient of {bad!r} contains NaN or inf")
-        return norm
+        return norm, sq
 
     def step_cost(self) -> CostTotals:
         """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting")."""
-        # A dense layer keeps every weight: a broadcast view counts them without a copy.
-        return total_cost(
-            layer_cost(name, layer.rows,
-                       layer.mask if layer.mask is not None else np.broadcast_to(True, layer.weight.shape),
-                       layer.dmask)
-            for name, layer in self.layers)
+        costs = []
+        for name, layer in self.layers:
+            numel = layer.weight.size
+            nnz_d = layer.dmask_nnz
+            costs.append(LayerCost(name=name, n=layer.rows, numel=numel, nnz_m=layer.mask_nnz,
+                                   nnz_d=numel if nnz_d is None else nnz_d))
+        return total_cost(costs)
 
     def end_epoch(self) -> None:
         """Advance the learning-rate schedule (call once at the end of every epoch)."""
@@ -157,6 +202,48 @@ class Trainer:
     @property
     def lr(self) -> float:
         return self.optimizer.lr
+
+
+def _clip(grads: Dict[str, np.ndarray], sq, max_norm: float) -> None:
+    """:func:`~dfbst_np.nn.clip.clip_grad_norm` from already computed squared norms.
+
+    The same rule and arithmetic (each gradient's norm in its dtype, then the
+    norm of the norms, coefficient max_norm / (total + 1e-6) capped at 1 and
+    applied even when it is 1), without a second pass to take the norms.
+    """
+    if not grads:
+        return
+    if isinstance(max_norm, bool) or not (np.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"clip_grad_norm: max_norm must be a finite number > 0, got {max_norm!r}")
+    norms = [np.asarray(np.sqrt(s), dtype=g.dtype) for s, g in zip(sq, grads.values())]
+    dtype = np.result_type(*norms)
+    total = np.sqrt(np.sum(np.square(np.array(norms, dtype=np.float64)))).astype(dtype)
+    coef = np.minimum(dtype.type(max_norm) / (total + dtype.type(1e-6)), dtype.type(1.0))
+    for g in grads.values():
+        g *= coef.astype(g.dtype)
+
+
+def _input_layers(model):
+    """Masked layers that read the network's input directly (their dL/dx is never used).
+
+    Walks the model's forward order (``order`` of a Chain, else children in
+    registration order) past pure reshapes (Flatten) to the first layer; that
+    layer is returned if it is masked. Anything else first: none.
+    """
+    module = model
+    while True:
+        if isinstance(module, MaskedLayer):
+            return [module]
+        names = getattr(module, "order", None)
+        children = ([getattr(module, n) for n in names] if names is not None
+                    else [c for _, c in module.named_children()])
+        children = [c for c in children if not isinstance(c, Flatten)]
+        if not children:
+            return []
+        module = children[0]
+        if not (isinstance(module, MaskedLayer) or getattr(module, "order", None) is not None
+                or isinstance(module, Sequential)):
+            return []
 
 
 def model_dtype(model) -> np.dtype:

@@ -1,0 +1,731 @@
+r"""``python -m dfbst_np bench``: whole training steps, side by side, in one process.
+
+What is timed
+-------------
+One training step of :class:`~dfbst_np.train.trainer.Trainer` (forward, loss,
+backward with the mask rule, backward mask, clipping, SGD) of LeNet-300-100
+and LeNet-5 in float32, at batch 64 and 256, for
+
+* ``dfbst_np dense``: the unmasked network (method ``dense``);
+* ``dfbst_np dst`` and ``dfbst_np dfbst`` (the exact algorithm) on the
+  ``dense`` path, the ``sparse`` path and the ``auto`` choice;
+* ``dfbst_np dfbst-predicted``: the accelerated approximation
+  (``weight_grad="predicted"``, see :mod:`dfbst_np.sparse.masked`) on the
+  three paths;
+
+each with forward thresholds set so that every row of every masked layer
+keeps the target fraction of its weights (50, 20, 10, 5, 2, 1 %; a layer
+never goes below 1 % + one weight per row, where SPEC's reset rule would
+fire) and backward thresholds u set from the gradient of the timed batch so
+that D keeps about the same fraction; and, when PyTorch is installed,
+
+* ``torch reference-dfbst``: :class:`~dfbst_np.reference.ReferenceTrainer`
+  on the reference model (float32 masks, as the authors'), same weights and
+  thresholds;
+* ``torch dense``: plain PyTorch dense training of the same network (the
+  reference model with method ``dense``, i.e. ``F.linear``/``F.conv2d`` on
+  the weights, ReLU, max pooling, cross-entropy, ``clip_grad_norm_`` and
+  ``torch.optim.SGD`` with the reference recipe's settings), run by the
+  same :class:`~dfbst_np.reference.ReferenceTrainer`. PyTorch is used only
+  through :mod:`dfbst_np.reference`, the one package that imports it.
+
+Method
+------
+All variants of one (model, batch) are built first and warmed up; then the
+steps are timed round-robin (every round restores each variant's state,
+weights, thresholds, optimiser state, and runs a few steps of each), so
+that machine load falls on all of them alike. Reported per variant: the
+median step time and its spread (25th and 75th percentiles, and the
+minimum), the time per part from separately instrumented steps (forward
+products, backward-data products, weight gradient, masks and thresholds,
+optimiser, and the rest: activations, pooling, im2col, loss, Python), the
+achieved GFLOP/s (FLOPs as SPEC's cost ledger counts them for what the
+variant computes: dense training 3 * 2 N numel(W); the exact mode 2 N nnz(M)
+forward and backward-data plus 2 N numel(W); the predicted mode 2 N |S| for
+the weight gradient; the PyTorch reference computes dense products), the
+forward and backward densities actually seen, and the peak memory of a step
+(bytes allocated above the step's start: ``tracemalloc`` for NumPy; the
+PyTorch profiler's allocation trace for torch, an approximation).
+
+The BLAS thread count is pinned for numpy's and scipy's OpenBLAS (through
+their ``openblas_set_num_threads``) and PyTorch (``torch.set_num_threads``),
+and reported. Nothing is asserted: ``--quick`` runs a few steps of small
+batches so that CI keeps the command alive.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import models as np_models
+from .sparse import kernels, masked as masked_mod
+from .sparse.masked import masked_layers
+from .train import trainer as trainer_mod
+from .train.trainer import Trainer
+
+DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+MODELS = ("lenet300_100", "lenet_5")
+BATCHES = (64, 256)
+PATHS = ("dense", "sparse", "auto")
+PARTS = ("forward", "backward_data", "weight_grad", "masks", "optimiser", "other")
+INPUT_SHAPE = (1, 28, 28)
+RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4, alpha=5e-6, beta=0.1, clip_norm=1.0)
+
+
+# --------------------------------------------------------------------------
+# threads and machine
+# --------------------------------------------------------------------------
+
+def _openblas_libs() -> List[str]:
+    try:
+        with open("/proc/self/maps") as f:
+            return sorted({line.split()[-1] for line in f if "openblas" in line.lower()
+                           and line.split()[-1].startswith("/")})
+    except OSError:
+        return []
+
+
+def set_threads(n: int) -> Dict[str, object]:
+    """Pin BLAS threads of numpy's and scipy's OpenBLAS (and torch, if loaded) to n.
+
+    Returns what each library reports afterwards.
+    """
+    import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS so it is pinned too)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    report = {}
+    for path in _openblas_libs():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes = [ctypes.c_int]
+                    setter(int(n))
+                    getter.restype = ctypes.c_int
+                    report[os.path.basename(path)] = int(getter())
+                    break
+            else:
+                continue
+            break
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(int(n))
+        report["torch"] = torch.get_num_threads()
+    return report
+
+
+def machine() -> Dict[str, str]:
+    """CPU model, logical CPUs, Python and library versions."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import scipy
+    info = {"cpu": model, "logical_cpus": str(os.cpu_count()), "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__}
+    torch = _torch()
+    if torch is not None:
+        info["torch"] = torch.__version__
+    return info
+
+
+def _torch():
+    """torch as loaded by :mod:`dfbst_np.reference` (the one package that imports it), or None."""
+    try:
+        from . import reference  # noqa: F401
+    except ImportError:
+        return None
+    return sys.modules.get("torch")
+
+
+# --------------------------------------------------------------------------
+# variants
+# --------------------------------------------------------------------------
+
+@dataclass
+class Variant:
+    """One thing to time: a step function, a state restorer and some facts."""
+    impl: str                     # "dfbst_np" or "torch"
+    name: str                     # e.g. "dfbst", "dfbst-predicted", "reference-dfbst", "dense"
+    path: str                     # kernel path, "-" where there is none
+    density: float                # target forward density (1.0 for dense variants)
+    step: Callable[[], object]
+    restore: Callable[[], None]
+    flops: Callable[[], float] = lambda: float("nan")
+    densities: Callable[[], tuple] = lambda: (float("nan"), float("nan"))
+    trainer: Optional[Trainer] = None
+    times: List[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.impl} {self.name}" + (f" [{self.path}]" if self.path != "-" else "")
+
+
+def _keep_per_row(fan_in: int, density: float) -> int:
+    """Weights per row for a target density, above the reset rule's 1 %."""
+    return min(fan_in, max(int(round(density * fan_in)), int(0.01 * fan_in) + 1, 1))
+
+
+def set_forward_density(model, density: float) -> None:
+    """Thresholds t (positive) that keep the largest ``density`` of |W| in every row."""
+    for _, layer in masked_layers(model):
+        if layer.method == "dense":
+            continue
+        a = np.sort(np.abs(layer.weight2d), axis=1)
+        k = _keep_per_row(a.shape[1], density)
+        # halfway between the last dropped and the first kept magnitude
+        lo = a[:, a.shape[1] - k - 1] if k < a.shape[1] else np.zeros(a.shape[0], a.dtype)
+        hi = a[:, a.shape[1] - k]
+        layer.params["threshold"][...] = ((lo + hi) / 2).astype(layer.dtype) if k < a.shape[1] else 0
+
+
+def set_backward_density(model, x, y, density: float) -> None:
+    """u that keeps about ``density`` of |Ghat| per row, from this batch's gradient dW."""
+    from .nn.loss import CrossEntropyLoss
+    model.train()
+    model.zero_grad()
+    loss = CrossEntropyLoss(dtype=x.dtype)
+    loss.forward(model.forward(x), y)
+    model.backward(loss.backward())
+    for _, layer in masked_layers(model):
+        if layer.method != "dfbst":
+            continue
+        dW = layer.grads["weight"].reshape(layer.weight.shape[0], -1).astype(np.float64)
+        r = np.abs(dW).sum(axis=1, keepdims=True)
+        ghat = np.sort(np.divide(np.abs(dW), r, out=np.zeros_like(dW), where=r != 0), axis=1)
+        k = _keep_per_row(ghat.shape[1], density)
+        lo = ghat[:, ghat.shape[1] - k - 1] if k < ghat.shape[1] else np.zeros(ghat.shape[0])
+        hi = ghat[:, ghat.shape[1] - k]
+        layer.params["dthreshold"][...] = (lo + hi) / 2 if k < ghat.shape[1] else -1.0
+    model.zero_grad()
+
+
+def _np_flops(tr: Trainer, predicted: bool) -> float:
+    """FLOPs of the last step as the cost ledger counts what this variant computes."""
+    total = 0.0
+    for _, layer in tr.layers:
+        n, numel = layer.rows, layer.weight.size
+        if layer.method == "dense":
+            total += 3 * 2 * n * numel
+            continue
+        nnz_m = layer.mask_nnz
+        sg = layer._support_grad
+        grad = sg.support.nnz if (predicted and sg is not None) else numel
+        total += 2 * n * nnz_m * 2 + 2 * n * grad
+    return total
+
+
+def _np_densities(tr: Trainer) -> tuple:
+    layers = [layer for _, layer in tr.layers]
+    size = sum(l.weight.size for l in layers) or 1
+    fwd = sum(l.mask_nnz for l in layers) / size
+    bwd = sum((l.dmask_nnz if l.dmask_nnz is not None else l.weight.size) for l in layers) / size
+    return fwd, bwd
+
+
+def numpy_variant(model_name, method, path, density, batch, data, weight_grad="exact") -> Variant:
+    x, y = data
+    model = np_models.build(model_name, method=method, dtype=np.float32, kernel_path=None
+                            if path == "-" else path, rng=np.random.default_rng(7),
+                            weight_grad=weight_grad)
+    if method != "dense":
+        set_forward_density(model, density)
+        if method == "dfbst":
+            set_backward_density(model, x, y, density)
+    recipe = dict(RECIPE)
+    tr = Trainer(model, **recipe)
+    counter = {"i": 0}
+
+    def step():
+        counter["i"] += 1
+        return tr.step(x, y, epoch=2, index=counter["i"])     # a full step: beta * V_prev included
+
+    step()                                                     # D and V_prev exist from here on
+    snapshot = _np_snapshot(tr)
+    name = method + ("-predicted" if weight_grad == "predicted" else "")
+    return Variant("dfbst_np", name, path, density if method != "dense" else 1.0, step,
+                   lambda: _np_restore(tr, snapshot),
+                   flops=lambda: _np_flops(tr, weight_grad == "predicted"),
+                   densities=lambda: _np_densities(tr), trainer=tr)
+
+
+def _np_snapshot(tr: Trainer):
+    import copy
+    layers = {name: (layer._dkeep, layer._dmask, layer._dnnz) for name, layer in tr.layers}
+    return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
+
+
+def _np_restore(tr: Trainer, snapshot) -> None:
+    state, optim, prev, layers = snapshot
+    tr.model.load_state_dict(state)
+    tr.optimizer.load_state_dict(optim)
+    tr.prev = prev
+    for name, layer in tr.layers:
+        layer._dkeep, layer._dmask, layer._dnnz = layers[name]
+
+
+def _dense_flops(np_dense: Variant) -> float:
+    """3 * 2 N numel(W) summed over the layers of the (already stepped) dfbst_np dense model."""
+    return float(sum(3 * 2 * layer.rows * layer.weight.size for _, layer in np_dense.trainer.layers))
+
+
+def _reference_variant(model_name, method, density, data, np_variant: Variant, np_dense: Variant,
+                       name: str) -> Variant:
+    """A step of :class:`~dfbst_np.reference.ReferenceTrainer` on the same weights and thresholds."""
+    import copy
+    from .reference import ReferenceTrainer, build
+    from .reference.convert import to_torch_state_dict
+    from .reference.layers import masked_layers as ref_masked_layers
+    torch = _torch()
+    model = build(model_name, method=method, dtype=torch.float32, float32_masks=True)
+    model.load_state_dict(to_torch_state_dict(np_variant.trainer.model.state_dict(), like=model))
+    tr = ReferenceTrainer(model, **RECIPE)
+    x, y = data
+    counter = {"i": 0}
+
+    def step():
+        counter["i"] += 1
+        return tr.step(x, y, epoch=2, index=counter["i"])
+
+    step()
+    snap = (copy.deepcopy(model.state_dict()), copy.deepcopy(tr.optimizer.state_dict()))
+
+    def restore():
+        model.load_state_dict(snap[0])
+        tr.optimizer.load_state_dict(snap[1])
+
+    layers = [m for _, m in ref_masked_layers(model)]
+
+    def densities():
+        size = sum(m.weight.numel() for m in layers)
+        f = sum(float(m.mask.sum()) if m.mask is not None else m.weight.numel() for m in layers)
+        b = sum(float(m.dmask.sum()) if m.dmask is not None else m.weight.numel() for m in layers)
+        return f / size, b / size
+
+    return Variant("torch", name, "-", density, step, restore,
+                   flops=lambda: _dense_flops(np_dense), densities=densities)
+
+
+def torch_dense_variant(model_name, data, np_dense: Variant) -> Variant:
+    """Plain PyTorch dense training of the same network: the reference model with method
+    ``dense`` (``F.linear``/``F.conv2d`` on the weight itself), cross-entropy, backward,
+    ``clip_grad_norm_`` and ``torch.optim.SGD`` with the recipe's settings."""
+    return _reference_variant(model_name, "dense", 1.0, data, np_dense, np_dense, "dense")
+
+
+def torch_reference_variant(model_name, density, data, np_variant: Variant, np_dense: Variant) -> Variant:
+    """The PyTorch reference's DFBST step (float32 masks, as the authors'), same weights and thresholds."""
+    return _reference_variant(model_name, "dfbst", density, data, np_variant, np_dense,
+                              "reference-dfbst")
+
+
+# --------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------
+
+def time_round_robin(variants: Sequence[Variant], warmup: int, rounds: int, steps: int,
+                     progress: Callable[[str], None] = lambda s: None) -> None:
+    """Warm every variant up, then time ``rounds`` x ``steps`` steps of each, interleaved."""
+    for v in variants:
+        v.restore()
+        for _ in range(warmup):
+            v.step()
+    for r in range(rounds):
+        for v in variants:
+            v.restore()
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                v.step()
+                v.times.append(time.perf_counter() - t0)
+        progress(f"round {r + 1}/{rounds}")
+
+
+class _PartTimer:
+    def __init__(self):
+        self.acc = dict.fromkeys(PARTS, 0.0)
+
+    def wrap(self, part, fn):
+        acc = self.acc
+        perf = time.perf_counter
+
+        def wrapped(*args, **kwargs):
+            t0 = perf()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                acc[part] += perf() - t0
+        return wrapped
+
+
+@contextmanager
+def _instrumented(v: Variant, timer: _PartTimer):
+    """Patch the step's building blocks so that each reports its time to ``timer``."""
+    from .nn import linear as nn_linear
+    tr = v.trainer
+    patches = [
+        (kernels, "prepare_weight", "forward"),
+        (kernels.MaskedWeight, "forward", "forward"),
+        (kernels.MaskedWeight, "backward_data", "backward_data"),
+        (nn_linear.WeightLayer, "_weight_product", "forward"),
+        (kernels, "dense_backward_data", "backward_data"),
+        (kernels, "weight_gradient", "weight_grad"),
+        (kernels, "sampled_product_csr", "weight_grad"),
+        (kernels, "support_structure", "weight_grad"),
+        (masked_mod, "forward_mask", "masks"),
+        (masked_mod, "masked_layer_grads", "masks"),
+        (masked_mod, "support_layer_grads", "masks"),
+        (trainer_mod, "threshold_penalty", "masks"),
+        (Trainer, "_apply_backward_mask", "masks"),
+        (Trainer, "_checked_norm", "optimiser"),
+        (trainer_mod, "_clip", "optimiser"),
+    ]
+    saved = []
+    try:
+        for owner, attr, part in patches:
+            original = owner.__dict__[attr]
+            saved.append((owner, attr, original))
+            fn = original.__func__ if isinstance(original, staticmethod) else original
+            wrapped = timer.wrap(part, fn)
+            setattr(owner, attr, staticmethod(wrapped) if isinstance(original, staticmethod) else wrapped)
+        opt_step = tr.optimizer.step
+        tr.optimizer.step = timer.wrap("optimiser", opt_step)
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+        tr.optimizer.__dict__.pop("step", None)
+
+
+def part_times(v: Variant, steps: int) -> Dict[str, float]:
+    """Mean seconds per step of each part (``other``: the rest of the step)."""
+    timer = _PartTimer()
+    v.restore()
+    total = 0.0
+    with _instrumented(v, timer):
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            v.step()
+            total += time.perf_counter() - t0
+    parts = {k: val / steps for k, val in timer.acc.items()}
+    parts["other"] = max(0.0, total / steps - sum(parts[k] for k in PARTS if k != "other"))
+    return parts
+
+
+def peak_memory(v: Variant) -> float:
+    """Peak bytes allocated during one step above what was live at its start."""
+    v.restore()
+    if v.impl == "dfbst_np":
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            v.step()
+            return float(tracemalloc.get_traced_memory()[1] - start)
+        finally:
+            tracemalloc.stop()
+    torch = _torch()
+    try:
+        profiler = torch.profiler
+        with profiler.profile(activities=[profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            v.step()
+        cur = peak = 0
+        for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+            cur += e.self_cpu_memory_usage
+            peak = max(peak, cur)
+        return float(peak)
+    except Exception:  # pragma: no cover - a torch without the profiler
+        return float("nan")
+
+
+# --------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------
+
+def build_variants(model_name: str, batch: int, densities: Sequence[float], paths: Sequence[str],
+                   with_torch: bool, seed: int = 0) -> List[Variant]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch,) + INPUT_SHAPE, dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    data = (x, y)
+    np_dense = numpy_variant(model_name, "dense", "-", 1.0, batch, data)
+    variants = [np_dense]
+    if with_torch:
+        variants.append(torch_dense_variant(model_name, data, np_dense))
+    for d in densities:
+        for method, wg in (("dst", "exact"), ("dfbst", "exact"), ("dfbst", "predicted")):
+            for path in paths:
+                variants.append(numpy_variant(model_name, method, path, d, batch, data, wg))
+                if with_torch and method == "dfbst" and wg == "exact" and path == paths[0]:
+                    variants.append(torch_reference_variant(model_name, d, data, variants[-1], np_dense))
+    return variants
+
+
+def summarise(v: Variant, model_name: str, batch: int, threads: int, parts: Dict[str, float],
+              memory: float) -> Dict[str, object]:
+    t = np.array(v.times)
+    med = float(np.median(t))
+    fwd, bwd = v.densities()
+    flops = v.flops()
+    row = dict(model=model_name, batch=batch, threads=threads, impl=v.impl, variant=v.name,
+               path=v.path, target_density=v.density, fwd_density=fwd, bwd_density=bwd,
+               median_ms=med * 1e3, p25_ms=float(np.percentile(t, 25)) * 1e3,
+               p75_ms=float(np.percentile(t, 75)) * 1e3, min_ms=float(t.min()) * 1e3,
+               steps=len(t), gflops=flops / med / 1e9 if med > 0 else float("nan"),
+               peak_mem_mb=memory / 2 ** 20)
+    for k in PARTS:
+        row[f"{k}_ms"] = parts.get(k, float("nan")) * 1e3 if parts else float("nan")
+    return row
+
+
+def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
+        densities: Sequence[float] = DENSITIES, paths: Sequence[str] = PATHS, threads: int = 1,
+        warmup: int = 5, rounds: int = 6, steps: int = 5, part_steps: int = 5,
+        with_torch: bool = True, log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Run the benchmark; returns {"rows", "machine", "threads", "command"}."""
+    if with_torch and _torch() is None:
+        log("PyTorch is not installed: the torch variants are skipped")
+        with_torch = False
+    reported = set_threads(threads)
+    info = machine()
+    log(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs; BLAS threads {reported}")
+    rows = []
+    for model_name in models:
+        for batch in batches:
+            t0 = time.perf_counter()
+            variants = build_variants(model_name, batch, densities, paths, with_torch)
+            time_round_robin(variants, warmup, rounds, steps)
+            for v in variants:
+                parts = part_times(v, part_steps) if v.impl == "dfbst_np" else {}
+                rows.append(summarise(v, model_name, batch, threads, parts, peak_memory(v)))
+            log(f"{model_name} batch {batch}: {len(variants)} variants, "
+                f"{time.perf_counter() - t0:.0f} s")
+    return {"rows": rows, "machine": info, "threads": reported}
+
+
+# --------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------
+
+COLUMNS = ("model", "batch", "threads", "impl", "variant", "path", "target_density", "fwd_density",
+           "bwd_density", "median_ms", "p25_ms", "p75_ms", "min_ms", "steps", "gflops",
+           "peak_mem_mb") + tuple(f"{p}_ms" for p in PARTS)
+
+
+def write_csv(rows, path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _find(rows, **kw):
+    return [r for r in rows if all(r[k] == v for k, v in kw.items())]
+
+
+def plot(rows, path) -> None:
+    """Step time against forward density, one panel per (model, batch)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = sorted({(r["model"], r["batch"]) for r in rows}, key=lambda g: (MODELS.index(g[0])
+                    if g[0] in MODELS else 9, g[1]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.2), squeeze=False)
+    styles = {"dense": ":", "sparse": "--", "auto": "-"}
+    colors = {"dst": "tab:blue", "dfbst": "tab:orange", "dfbst-predicted": "tab:green"}
+    for ax, (m, b) in zip(axes[0], groups):
+        sub = _find(rows, model=m, batch=b)
+        for name, color in colors.items():
+            for p, ls in styles.items():
+                pts = sorted((r["target_density"], r["median_ms"]) for r in sub
+                             if r["impl"] == "dfbst_np" and r["variant"] == name and r["path"] == p)
+                if pts:
+                    ax.plot(*zip(*pts), ls=ls, marker="o", ms=3, color=color,
+                            label=f"dfbst_np {name} [{p}]")
+        for impl, name, color in (("dfbst_np", "dense", "black"), ("torch", "dense", "tab:red")):
+            for r in _find(sub, impl=impl, variant=name):
+                ax.axhline(r["median_ms"], color=color, ls="-." if impl == "torch" else "-", lw=1,
+                           label=f"{impl} dense")
+        pts = sorted((r["target_density"], r["median_ms"]) for r in _find(sub, variant="reference-dfbst"))
+        if pts:
+            ax.plot(*zip(*pts), color="tab:purple", marker="s", ms=3, label="torch reference dfbst")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("forward density (target)")
+        ax.set_ylabel("training step, median ms")
+        ax.set_title(f"{m}, batch {b}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=6, ncol=1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_table(rows, models=MODELS) -> str:
+    """One line per (model, batch, density): median ms of every variant (auto path unless named)."""
+    cols = [("dfbst_np", "dense", "-", "np dense"), ("torch", "dense", "-", "torch dense"),
+            ("torch", "reference-dfbst", "-", "torch ref DFBST"),
+            ("dfbst_np", "dst", "auto", "DST auto"),
+            ("dfbst_np", "dfbst", "dense", "DFBST dense"), ("dfbst_np", "dfbst", "sparse", "DFBST sparse"),
+            ("dfbst_np", "dfbst", "auto", "DFBST auto"),
+            ("dfbst_np", "dfbst-predicted", "dense", "pred. dense"),
+            ("dfbst_np", "dfbst-predicted", "sparse", "pred. sparse"),
+            ("dfbst_np", "dfbst-predicted", "auto", "pred. auto")]
+    lines = ["| model | batch | density (fwd/bwd) | " + " | ".join(c[3] for c in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    groups = sorted({(r["model"], r["batch"]) for r in rows},
+                    key=lambda g: (models.index(g[0]) if g[0] in models else 9, g[1]))
+    for m, b in groups:
+        sub = _find(rows, model=m, batch=b)
+        dens = sorted({r["target_density"] for r in sub if r["variant"] == "dfbst"}, reverse=True)
+        for d in dens:
+            cells = []
+            for impl, name, path, _ in cols:
+                hit = [r for r in sub if r["impl"] == impl and r["variant"] == name and r["path"] == path
+                       and (name == "dense" or r["target_density"] == d)]
+                cells.append(f"{hit[0]['median_ms']:.2f}" if hit else "")
+            ref = [r for r in sub if r["variant"] == "dfbst" and r["path"] == "auto" and r["target_density"] == d]
+            seen = f"{ref[0]['fwd_density']:.3f}/{ref[0]['bwd_density']:.3f}" if ref else f"{d:g}"
+            lines.append(f"| {m} | {b} | {seen} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parts_table(rows) -> str:
+    """Time per part (ms) of the DFBST variants on the auto path."""
+    lines = ["| model | batch | variant | density | step | " + " | ".join(PARTS) + " | GFLOP/s | peak MB |",
+             "|---|---|---|---|---|" + "---|" * (len(PARTS) + 2)]
+    for r in rows:
+        if r["impl"] != "dfbst_np" or (r["path"] not in ("auto", "-")):
+            continue
+        lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r['target_density']:g} | "
+                     f"{r['median_ms']:.2f} | " + " | ".join(f"{r[p + '_ms']:.2f}" for p in PARTS)
+                     + f" | {r['gflops']:.1f} | {r['peak_mem_mb']:.1f} |")
+    return "\n".join(lines)
+
+
+def targets(rows) -> List[str]:
+    """The issue's targets, read off this run (reported, never asserted)."""
+    out = []
+
+    def med(**kw):
+        hit = _find(rows, **kw)
+        return hit[0]["median_ms"] if hit else None
+
+    # 1. exact DFBST, LeNet-300-100, batch 64, density <= 15 %: >= 2x faster than the reference
+    for d in sorted({r["target_density"] for r in rows if r["variant"] == "dfbst"}, reverse=True):
+        if d > 0.15:
+            continue
+        ours = med(model="lenet300_100", batch=64, impl="dfbst_np", variant="dfbst", path="auto",
+                   target_density=d)
+        ref = med(model="lenet300_100", batch=64, impl="torch", variant="reference-dfbst", target_density=d)
+        if ours and ref:
+            out.append(f"exact DFBST LeNet-300-100 b64 @{d:g}: {ours:.2f} ms vs reference "
+                       f"{ref:.2f} ms = {ref / ours:.2f}x (target >= 2x): "
+                       f"{'met' if ref / ours >= 2 else 'NOT met'}")
+    # 2. predicted at <= 10 %: faster than torch dense (LeNet-300-100), no slower (LeNet-5)
+    for m in MODELS:
+        for b in sorted({r["batch"] for r in rows if r["model"] == m}):
+            dense = med(model=m, batch=b, impl="torch", variant="dense")
+            if dense is None:
+                continue
+            for d in sorted({r["target_density"] for r in rows if r["variant"] == "dfbst-predicted"},
+                            reverse=True):
+                if d > 0.10:
+                    continue
+                ours = med(model=m, batch=b, impl="dfbst_np", variant="dfbst-predicted", path="auto",
+                           target_density=d)
+                if ours is None:
+                    continue
+                ok = ours < dense if m == "lenet300_100" else ours <= dense
+                out.append(f"predicted {m} b{b} @{d:g}: {ours:.2f} ms vs torch dense {dense:.2f} ms "
+                           f"({dense / ours:.2f}x; target {'faster' if m == 'lenet300_100' else 'no slower'}): "
+                           f"{'met' if ok else 'NOT met'}")
+    # 3. auto never more than 10 % slower than the better of dense and sparse
+    worst = None
+    for r in rows:
+        if r["impl"] != "dfbst_np" or r["path"] != "auto":
+            continue
+        same = dict(model=r["model"], batch=r["batch"], variant=r["variant"], target_density=r["target_density"])
+        best = min(x for x in (med(path="dense", **same), med(path="sparse", **same)) if x is not None)
+        ratio = r["median_ms"] / best
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, r)
+    if worst is not None:
+        ratio, r = worst
+        out.append(f"auto vs best of dense/sparse, worst case: {ratio:.3f} ({r['model']} b{r['batch']} "
+                   f"{r['variant']} @{r['target_density']:g}; target <= 1.10): "
+                   f"{'met' if ratio <= 1.10 else 'NOT met'}")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dfbst_np bench", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run_cli(p.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="a few steps of small batches at two densities (CI): timings printed only")
+    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default 1)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--batches", nargs="+", type=int)
+    p.add_argument("--densities", nargs="+", type=float)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch variants")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--steps", type=int, help="timed steps per variant per round")
+    p.add_argument("--out", default="benchmarks", help="folder for bench.csv and bench.png")
+
+
+def run_cli(args) -> int:
+    from pathlib import Path
+    quick = args.quick
+    kw = dict(models=args.models,
+              batches=args.batches or ((8,) if quick else BATCHES),
+              densities=args.densities or ((0.2, 0.02) if quick else DENSITIES),
+              threads=args.threads, with_torch=not args.no_torch,
+              warmup=1 if quick else 5, rounds=args.rounds or (2 if quick else 6),
+              steps=args.steps or (2 if quick else 5), part_steps=1 if quick else 5)
+    t0 = time.perf_counter()
+    result = run(**kw)
+    rows = result["rows"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "bench-quick" if quick else "bench"
+    write_csv(rows, out / f"{stem}.csv")
+    plot(rows, out / f"{stem}.png")
+    print()
+    print(markdown_table(rows))
+    print()
+    print(parts_table(rows))
+    print()
+    for line in targets(rows):
+        print(line)
+    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s; "
+          f"wrote {out / (stem + '.csv')} and {out / (stem + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
