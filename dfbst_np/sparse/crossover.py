@@ -94,7 +94,13 @@ def _masked(rng, out, fan_in, density, dtype):
     return w, rng.random((out, fan_in)) < density
 
 
-def _step(w, m, x, dy, path, products=2):
+def _step(w, m, x, dy, path, products=2, transposed=False):
+    if transposed:      # x is X2^T (fan_in, rows), dy is dY2^T (out, rows)
+        mw = prepare_masked(w, m, path=path, n_rows=x.shape[1], products=products, transposed=True)
+        mw.forward_t(x)
+        if products > 1:
+            mw.backward_data_t(dy)
+        return
     mw = prepare_masked(w, m, path=path, n_rows=x.shape[0], products=products)
     mw.forward(x)
     if products > 1:
@@ -109,13 +115,14 @@ def _relative_nnls(features: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 def time_layer(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
                grid: Sequence[float] = DENSITY_GRID, min_points: int = 4,
-               products: int = 2) -> Dict:
+               products: int = 2, transposed: bool = False) -> Dict:
     """Time one dense step and sparse steps over ``grid`` for one weight shape.
 
     A step is what a training step runs on one layer's masked weight: the
     preparation from W and M (forming W * M on the dense path, building the
     CSR arrays on the sparse one), the forward product and, with
-    ``products=2``, the backward-data product. Dense is re-timed beside every
+    ``products=2``, the backward-data product (``transposed``: in the
+    convolutions' layout, X2^T and dY2^T). Dense is re-timed beside every
     sparse timing and the fastest dense time is the baseline (BLAS is hurt
     most by other load, which would flatter the sparse path). The grid stops
     once sparse has been slower at two densities in a row and ``min_points``
@@ -129,18 +136,18 @@ def time_layer(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: i
     """
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
-    x = rng.standard_normal((rows, fan_in)).astype(dtype)
-    dy = rng.standard_normal((rows, out)).astype(dtype)
+    x = rng.standard_normal((fan_in, rows) if transposed else (rows, fan_in)).astype(dtype)
+    dy = rng.standard_normal((out, rows) if transposed else (rows, out)).astype(dtype)
     t_dense, sparse = np.inf, []
     for d in grid:
         w, m = _masked(rng, out, fan_in, d, dtype)
-        t_dense = min(t_dense, _best(lambda: _step(w, m, x, dy, "dense", products), repeat))
+        t_dense = min(t_dense, _best(lambda: _step(w, m, x, dy, "dense", products, transposed), repeat))
         sparse.append((d, int(np.count_nonzero(m)),
-                       _best(lambda: _step(w, m, x, dy, "sparse", products), repeat)))
+                       _best(lambda: _step(w, m, x, dy, "sparse", products, transposed), repeat)))
         timed = sum(1 for _, nnz, _ in sparse if nnz)
         if timed >= min_points and min(t for _, _, t in sparse[-2:]) >= t_dense:
             break
-    return {"dense": t_dense, "sparse": sparse, "products": products}
+    return {"dense": t_dense, "sparse": sparse, "products": products, "transposed": transposed}
 
 
 def crossing(timing: Dict) -> float:
@@ -172,7 +179,7 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
     ----------
     layers : (name, rows, out, fan_in) per timing
     timings : output of :func:`time_layer` per layer
-    sampled : (rows, out, fan_in, support size, seconds) per measurement
+    sampled : (rows, out, fan_in, support size, seconds[, transposed]) per measurement
     threads : BLAS threads during the timings; ``dense_ns`` is stored per
         thread (multiplied by it), as :data:`~dfbst_np.sparse.kernels.COSTS` wants.
     """
@@ -183,14 +190,16 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
         dtimes.append(timing["dense"] * 1e9)
         for _, nnz, t in timing["sparse"]:
             if nnz:   # nnz == 0 returns zeros without the products
-                feats.append([1e3, numel, nnz, p * rows * nnz, p * rows * (out + fan_in)])
+                copies = 0 if timing.get("transposed") else p * rows * (out + fan_in)
+                feats.append([1e3, numel, nnz, p * rows * nnz, copies])
                 times.append(t * 1e9)
     mask_ns, dense_ns = _relative_nnls(np.array(dfeats, float), np.array(dtimes))
     call_us, build_ns, build_nnz_ns, sparse_ns, copy_ns = _relative_nnls(
         np.array(feats, float), np.array(times))
     # sampled: its own copies and call overhead, and the rest per multiply-add
-    sfeats = np.array([[r * k, r * (o + f), 1e3] for r, o, f, k, t in sampled], float)
-    stimes = np.array([t * 1e9 for r, o, f, k, t in sampled])
+    sfeats = np.array([[m[0] * m[3], 0 if (len(m) > 5 and m[5]) else m[0] * (m[1] + m[2]), 1e3]
+                       for m in sampled], float)
+    stimes = np.array([m[4] * 1e9 for m in sampled])
     if len(stimes):
         sampled_ns, s_copy, s_call = _relative_nnls(sfeats, stimes)
     else:
@@ -202,35 +211,49 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
                        sampled_copy_ns=float(s_copy), sampled_call_us=float(s_call))
 
 
+def _sampled_operands(rng, rows, out, fan_in, dtype, transposed):
+    dy2 = rng.standard_normal((out, rows) if transposed else (rows, out)).astype(dtype)
+    x2 = rng.standard_normal((fan_in, rows) if transposed else (rows, fan_in)).astype(dtype)
+    return dy2, x2
+
+
 def time_sampled(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
-                 grid: Sequence[float] = SUPPORT_GRID) -> List[Tuple[int, int, int, int, float]]:
-    """Time the gathering sampled product for support fractions ``grid`` of one shape."""
+                 grid: Sequence[float] = SUPPORT_GRID, transposed: bool = False) -> List[Tuple]:
+    """Time the gathering sampled product for support fractions ``grid`` of one shape.
+
+    Returns (rows, out, fan_in, support size, seconds, transposed) per fraction.
+    """
     rng = np.random.default_rng(seed)
-    dy2 = rng.standard_normal((rows, out)).astype(dtype)
-    x2 = rng.standard_normal((rows, fan_in)).astype(dtype)
+    dy2, x2 = _sampled_operands(rng, rows, out, fan_in, dtype, transposed)
     result = []
     for s in grid:
         support = support_structure(rng.random((out, fan_in)) < s)
         if support.nnz:
-            t = _best(lambda: sampled_product_csr(dy2, x2, support, path="sparse"), repeat)
-            result.append((rows, out, fan_in, support.nnz, t))
+            t = _best(lambda: sampled_product_csr(dy2, x2, support, path="sparse",
+                                                  transposed=transposed), repeat)
+            result.append((rows, out, fan_in, support.nnz, t, transposed))
     return result
 
 
 def time_blocked(rows: int, out: int, fan_in: int, dtype, repeat: int = 5, seed: int = 0,
-                 fraction: float = 0.2) -> float:
+                 fraction: float = 0.2, transposed: bool = False) -> float:
     """Seconds of the blocked dense sampled product (BLAS by row blocks) for one shape."""
     rng = np.random.default_rng(seed)
-    dy2 = rng.standard_normal((rows, out)).astype(dtype)
-    x2 = rng.standard_normal((rows, fan_in)).astype(dtype)
+    dy2, x2 = _sampled_operands(rng, rows, out, fan_in, dtype, transposed)
     support = support_structure(rng.random((out, fan_in)) < fraction)
-    return _best(lambda: sampled_product_csr(dy2, x2, support, path="dense"), repeat)
+    return _best(lambda: sampled_product_csr(dy2, x2, support, path="dense",
+                                             transposed=transposed), repeat)
 
 
 def _sampled_crossing(gathered, t_blocked: float) -> float:
     """Support fraction where the gathering product becomes slower than the blocked one."""
-    points = [(k / (o * f), t / t_blocked) for r, o, f, k, t in gathered]
+    points = [(m[3] / (m[1] * m[2]), m[4] / t_blocked) for m in gathered]
     return crossing({"dense": 1.0, "sparse": [(frac, 1, ratio) for frac, ratio in points]})
+
+
+def _is_conv(name: str) -> bool:
+    """Convolutions run their products in the transposed layout (:mod:`dfbst_np.sparse.conv`)."""
+    return "conv" in name
 
 
 def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
@@ -263,11 +286,13 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
     threads = kernels.blas_threads()
     for dt in map(np.dtype, dtypes):
         cases = [(layer, p) for layer in layers for p in (2, 1)]
-        timings = [time_layer(rows, out, fan_in, dt, repeat, seed, products=p)
-                   for (_, rows, out, fan_in), p in cases]
-        per_layer = [time_sampled(rows, out, fan_in, dt, repeat, seed) for _, rows, out, fan_in in layers]
+        timings = [time_layer(rows, out, fan_in, dt, repeat, seed, products=p,
+                              transposed=_is_conv(name))
+                   for (name, rows, out, fan_in), p in cases]
+        per_layer = [time_sampled(rows, out, fan_in, dt, repeat, seed, transposed=_is_conv(name))
+                     for name, rows, out, fan_in in layers]
         sampled = [m for ms in per_layer for m in ms]
-        blocked = {name: time_blocked(rows, out, fan_in, dt, repeat, seed)
+        blocked = {name: time_blocked(rows, out, fan_in, dt, repeat, seed, transposed=_is_conv(name))
                    for name, rows, out, fan_in in layers}
         measured_s = {name: _sampled_crossing(ms, blocked[name])
                       for (name, *_), ms in zip(layers, per_layer)}
@@ -278,9 +303,11 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
             for ((name, rows, out, fan_in), p), timing in zip(cases, timings):
                 table.append(dict(
                     name=name, rows=rows, out=out, fan_in=fan_in, dtype=dt.name, products=p,
-                    predicted=kernels.crossover_density(rows, out, fan_in, dt, products=p),
+                    predicted=kernels.crossover_density(rows, out, fan_in, dt, products=p,
+                                                        transposed=_is_conv(name)),
                     measured=crossing(timing),
-                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt),
+                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt,
+                                                                transposed=_is_conv(name)),
                     sampled_measured=measured_s[name]))
         finally:
             if saved is None:

@@ -60,7 +60,7 @@ __all__ = [
     "crossover_density", "choose_path", "sampled_crossover",
     "MaskedWeight", "prepare_weight", "prepare_masked",
     "sampled_product", "sampled_product_csr", "sampled_product_dense",
-    "support_structure", "weight_gradient", "dense_backward_data",
+    "support_structure", "weight_gradient", "weight_gradient_t", "dense_backward_data",
 ]
 
 #: The accepted values of every ``path`` argument.
@@ -238,14 +238,14 @@ class KernelCosts:
 #: the command, the machine and the numbers). Replace an entry with the output
 #: of ``measure_crossover()["costs"]`` to recalibrate on another machine.
 COSTS: Dict[np.dtype, KernelCosts] = {
-    np.dtype(np.float32): KernelCosts(dense_ns=0.0181, sparse_ns=0.102, copy_ns=0.43,
-                                      build_ns=0.17, build_nnz_ns=5.0, call_us=6.0,
-                                      sampled_ns=0.349, mask_ns=0.104,
-                                      sampled_copy_ns=0.33, sampled_call_us=9.0),
-    np.dtype(np.float64): KernelCosts(dense_ns=0.0381, sparse_ns=0.192, copy_ns=0.94,
-                                      build_ns=0.09, build_nnz_ns=1.2, call_us=0.0,
-                                      sampled_ns=0.540, mask_ns=0.016,
-                                      sampled_copy_ns=0.88, sampled_call_us=0.0),
+    np.dtype(np.float32): KernelCosts(dense_ns=0.0176, sparse_ns=0.090, copy_ns=0.43,
+                                      build_ns=0.19, build_nnz_ns=5.9, call_us=17.0,
+                                      sampled_ns=0.286, mask_ns=0.107,
+                                      sampled_copy_ns=0.57, sampled_call_us=0.0),
+    np.dtype(np.float64): KernelCosts(dense_ns=0.0374, sparse_ns=0.188, copy_ns=0.94,
+                                      build_ns=0.23, build_nnz_ns=1.7, call_us=12.0,
+                                      sampled_ns=0.572, mask_ns=0.047,
+                                      sampled_copy_ns=0.56, sampled_call_us=0.0),
 }
 
 
@@ -261,7 +261,7 @@ def _dense_ns(c: KernelCosts) -> float:
 
 
 def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
-                      products: int = 2) -> float:
+                      products: int = 2, transposed: bool = False) -> float:
     r"""Density of :math:`\hat W` below which the sparse weight products are faster.
 
     One training step runs ``products`` products on the same :math:`\hat W`
@@ -306,6 +306,10 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
     dtype : float32 or float64
     products : 1 or 2
         Products per step on this weight.
+    transposed : bool
+        The operands come as X2^T and dY2^T (the masked convolutions' layout,
+        :mod:`dfbst_np.sparse.conv`): the sparse products need no transposed
+        copies, :math:`c_\mathrm{copy} = 0`.
 
     Returns
     -------
@@ -316,7 +320,8 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
     numel = int(out) * int(fan_in)
     if numel == 0 or n_rows == 0:
         return 0.0
-    per_row = _dense_ns(c) - c.copy_ns * (1.0 / out + 1.0 / fan_in)
+    copy_ns = 0.0 if transposed else c.copy_ns
+    per_row = _dense_ns(c) - copy_ns * (1.0 / out + 1.0 / fan_in)
     if n_rows is None:
         d = per_row / c.sparse_ns
     else:
@@ -327,7 +332,7 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
 
 
 def choose_path(density: float, n_rows: Optional[int], out: int, fan_in: int, dtype,
-                products: int = 2) -> str:
+                products: int = 2, transposed: bool = False) -> str:
     """The automatic choice for the weight products: ``"sparse"`` or ``"dense"``.
 
     Sparse when ``density < crossover_density(n_rows, out, fan_in, dtype, products)``,
@@ -338,16 +343,16 @@ def choose_path(density: float, n_rows: Optional[int], out: int, fan_in: int, dt
     ----------
     density : float
         nnz(:math:`\\hat W`) / numel(:math:`\\hat W`).
-    n_rows, out, fan_in, dtype, products
+    n_rows, out, fan_in, dtype, products, transposed
         As in :func:`crossover_density`.
     """
     if density == 0:
         return "sparse"
-    return ("sparse" if density < crossover_density(n_rows, out, fan_in, dtype, products)
+    return ("sparse" if density < crossover_density(n_rows, out, fan_in, dtype, products, transposed)
             else "dense")
 
 
-def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype) -> float:
+def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype, transposed: bool = False) -> float:
     r"""Support fraction below which the gathering sampled product beats the blocked dense one.
 
     With :math:`k` support entries out of :math:`\mathrm{out}\,\mathrm{fan\_in}`,
@@ -370,13 +375,15 @@ def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype) -> float:
     clipped to [0, 1]. (The gathering kernel copies two rows of N numbers per
     support entry; that costs ~25 ns per entry at N = 64 in NumPy, against
     ~0.5 ns for a whole entry of A from BLAS, so :math:`s^*` is a few percent.)
+    With ``transposed`` operands (the convolutions' layout) there are no copies.
     """
     c = _costs(dtype)
     numel = int(out) * int(fan_in)
     if numel == 0 or n_rows == 0:
         return 0.0
+    copy_ns = 0.0 if transposed else c.sampled_copy_ns
     s = (_dense_ns(c) / c.sampled_ns
-         - c.sampled_copy_ns / c.sampled_ns * (1.0 / out + 1.0 / fan_in)
+         - copy_ns / c.sampled_ns * (1.0 / out + 1.0 / fan_in)
          - 1e3 * c.sampled_call_us / (c.sampled_ns * n_rows * numel))
     return float(min(1.0, max(0.0, s)))
 
@@ -455,12 +462,22 @@ class Support:
         Row i of every entry (made on first use).
     """
 
-    __slots__ = ("shape", "flat", "indptr", "cols", "_rows", "_counts")
+    __slots__ = ("shape", "flat", "indptr", "_cols", "_rows", "_counts")
 
-    def __init__(self, shape, flat: np.ndarray, indptr: np.ndarray, cols: np.ndarray) -> None:
+    def __init__(self, shape, flat: np.ndarray, indptr: np.ndarray,
+                 cols: Optional[np.ndarray] = None) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
-        self.flat, self.indptr, self.cols = flat, indptr, cols
+        self.flat, self.indptr, self._cols = flat, indptr, cols
         self._rows = self._counts = None
+
+    @property
+    def cols(self) -> np.ndarray:
+        """Column j of every entry (the CSR ``indices``; made on first use)."""
+        if self._cols is None:
+            fan_in = self.shape[1]
+            self._cols = (self.flat % self.flat.dtype.type(fan_in) if fan_in > 1
+                          else np.zeros_like(self.flat))
+        return self._cols
 
     @property
     def counts(self) -> np.ndarray:
@@ -476,7 +493,7 @@ class Support:
     @property
     def rows(self) -> np.ndarray:
         if self._rows is None:
-            self._rows = self.per_entry(np.arange(self.shape[0], dtype=self.cols.dtype))
+            self._rows = self.per_entry(np.arange(self.shape[0], dtype=self.flat.dtype))
         return self._rows
 
     def row_sums(self, values: np.ndarray) -> np.ndarray:
@@ -511,8 +528,7 @@ def support_structure(pattern: np.ndarray, nnz: Optional[int] = None) -> Support
     idx = _index_dtype(pattern.size, out, fan_in)
     flat = _flatnonzero(pattern, nnz).astype(idx, copy=False)
     indptr = np.searchsorted(flat, np.arange(out + 1, dtype=idx) * idx(fan_in)).astype(idx, copy=False)
-    cols = flat % idx(fan_in) if fan_in > 1 else np.zeros_like(flat)
-    return Support(shape=(int(out), int(fan_in)), flat=flat, indptr=indptr, cols=cols)
+    return Support((int(out), int(fan_in)), flat, indptr)
 
 
 # --------------------------------------------------------------------------
@@ -553,7 +569,9 @@ class MaskedWeight:
     def __init__(self, w_hat: Optional[np.ndarray] = None, path: Optional[str] = None,
                  n_rows: Optional[int] = None, *, weight: Optional[np.ndarray] = None,
                  pattern: Optional[np.ndarray] = None, nnz: Optional[int] = None,
-                 products: int = 2, previous: Optional["MaskedWeight"] = None) -> None:
+                 products: int = 2, previous: Optional["MaskedWeight"] = None,
+                 transposed: bool = False) -> None:
+        self.transposed = bool(transposed)
         if w_hat is not None:
             _check_matrix(w_hat, "w_hat", None, where="prepare_weight")
             weight, pattern = w_hat, w_hat != 0   # NaN counts as nonzero: it propagates on both paths
@@ -580,7 +598,11 @@ class MaskedWeight:
         if self.requested != "auto":
             self._resolve(self.requested)
         elif n_rows is not None:
-            self._resolve(choose_path(self.density, n_rows, *self.shape, self.dtype, self.products))
+            self._resolve(self._choose(n_rows))
+
+    def _choose(self, n_rows: Optional[int]) -> str:
+        return choose_path(self.density, n_rows, *self.shape, self.dtype, self.products,
+                           self.transposed)
 
     def _resolve(self, path: str) -> None:
         """Fix the path and build what it needs (the CSR arrays for sparse)."""
@@ -609,7 +631,7 @@ class MaskedWeight:
 
     def _resolve_for(self, n_rows: Optional[int]) -> str:
         if self._path is None:
-            self._resolve(choose_path(self.density, n_rows, *self.shape, self.dtype, self.products))
+            self._resolve(self._choose(n_rows))
         return self._path
 
     @property
@@ -621,12 +643,12 @@ class MaskedWeight:
         return (f"MaskedWeight(shape={self.shape}, dtype={self.dtype}, path={path!r}, "
                 f"nnz={self.nnz}, density={self.density:.4g})")
 
-    def _spmm(self, transpose: bool, b: np.ndarray) -> np.ndarray:
-        """CSR(W_hat) @ b.T (or CSR(W_hat)^T @ b.T), returned transposed back: (rows, ...)."""
+    def _spmm(self, transpose: bool, bt: np.ndarray) -> np.ndarray:
+        """CSR(W_hat) @ bt (or CSR(W_hat)^T @ bt) for a C-contiguous bt with one row per
+        column of the left factor; the result likewise."""
         data, indices, indptr = self._csr
         out, fan_in = self.shape
-        bt = _transposed(b)                                 # (inner, rows), C-contiguous
-        n_vecs = b.shape[0]
+        n_vecs = bt.shape[1]
         res = np.zeros((fan_in if transpose else out, n_vecs), dtype=self.dtype)
         if _csr_matvecs is not None:
             if transpose:   # the CSR arrays of W_hat are the CSC arrays of W_hat^T
@@ -636,7 +658,7 @@ class MaskedWeight:
         else:  # pragma: no cover - public API fallback
             m = sp.csr_array((data, indices, indptr), shape=self.shape)
             res = (m.T @ bt) if transpose else (m @ bt)
-        return _transposed(res)
+        return res
 
     def forward(self, x2: np.ndarray) -> np.ndarray:
         r"""Forward product, X2 (rows, fan_in) -> Y2 (rows, out).
@@ -649,7 +671,9 @@ class MaskedWeight:
             return x2 @ self._hat.T
         if self._csr is None or x2.shape[0] == 0:
             return np.zeros((x2.shape[0], out), dtype=self.dtype)
-        return self._spmm(False, x2)
+        # scipy multiplies by a dense matrix whose rows are contiguous, so the
+        # dense operand and the result travel transposed.
+        return _transposed(self._spmm(False, _transposed(x2)))
 
     def backward_data(self, dy2: np.ndarray) -> np.ndarray:
         r"""Backward-data product, dY2 (rows, out) -> dX2 (rows, fan_in).
@@ -662,13 +686,44 @@ class MaskedWeight:
             return dy2 @ self._hat
         if self._csr is None or dy2.shape[0] == 0:
             return np.zeros((dy2.shape[0], fan_in), dtype=self.dtype)
-        return self._spmm(True, dy2)
+        return _transposed(self._spmm(True, _transposed(dy2)))
+
+    def forward_t(self, x2t: np.ndarray) -> np.ndarray:
+        r"""Forward product in the transposed layout, X2^T (fan_in, rows) -> Y2^T (out, rows).
+
+        .. math:: Y_2^\top = \hat W X_2^\top
+        """
+        out, fan_in = self.shape
+        _check_matrix(x2t, "x2t", None, self.dtype, where="MaskedWeight.forward_t")
+        if x2t.shape[0] != fan_in:
+            raise ValueError(f"MaskedWeight.forward_t: x2t must have {fan_in} rows, got {x2t.shape}")
+        if self._resolve_for(x2t.shape[1]) == "dense":
+            return self._hat @ x2t
+        if self._csr is None or x2t.shape[1] == 0:
+            return np.zeros((out, x2t.shape[1]), dtype=self.dtype)
+        return self._spmm(False, np.ascontiguousarray(x2t))
+
+    def backward_data_t(self, dy2t: np.ndarray) -> np.ndarray:
+        r"""Backward-data product in the transposed layout, dY2^T (out, rows) -> dX2^T (fan_in, rows).
+
+        .. math:: dX_2^\top = \hat W^\top dY_2^\top
+        """
+        out, fan_in = self.shape
+        _check_matrix(dy2t, "dy2t", None, self.dtype, where="MaskedWeight.backward_data_t")
+        if dy2t.shape[0] != out:
+            raise ValueError(f"MaskedWeight.backward_data_t: dy2t must have {out} rows, got {dy2t.shape}")
+        if self._resolve_for(dy2t.shape[1]) == "dense":
+            return self._hat.T @ dy2t
+        if self._csr is None or dy2t.shape[1] == 0:
+            return np.zeros((fan_in, dy2t.shape[1]), dtype=self.dtype)
+        return self._spmm(True, np.ascontiguousarray(dy2t))
 
 
 def prepare_weight(w_hat: Optional[np.ndarray] = None, path: Optional[str] = None,
                    n_rows: Optional[int] = None, *, weight: Optional[np.ndarray] = None,
                    pattern: Optional[np.ndarray] = None, nnz: Optional[int] = None,
-                   products: int = 2, previous: Optional[MaskedWeight] = None) -> MaskedWeight:
+                   products: int = 2, previous: Optional[MaskedWeight] = None,
+                   transposed: bool = False) -> MaskedWeight:
     r"""Build the :class:`MaskedWeight` of one step from :math:`\hat W = W \odot M`.
 
     Either ``w_hat`` (zeros are the pruned entries), or ``weight`` and a bool
@@ -686,7 +741,7 @@ def prepare_weight(w_hat: Optional[np.ndarray] = None, path: Optional[str] = Non
         Rows of the :math:`X_2` this weight will multiply (batch size times
         output positions); used only by ``"auto"``. None defers an ``"auto"``
         choice to the first product, which takes the rows from its input.
-    weight, pattern, nnz, products, previous
+    weight, pattern, nnz, products, previous, transposed
         See :func:`prepare_masked`.
 
     Returns
@@ -694,12 +749,12 @@ def prepare_weight(w_hat: Optional[np.ndarray] = None, path: Optional[str] = Non
     MaskedWeight
     """
     return MaskedWeight(w_hat, path=path, n_rows=n_rows, weight=weight, pattern=pattern, nnz=nnz,
-                        products=products, previous=previous)
+                        products=products, previous=previous, transposed=transposed)
 
 
 def prepare_masked(weight: np.ndarray, pattern: np.ndarray, path: Optional[str] = None,
                    n_rows: Optional[int] = None, nnz: Optional[int] = None, products: int = 2,
-                   previous: Optional[MaskedWeight] = None) -> MaskedWeight:
+                   previous: Optional[MaskedWeight] = None, transposed: bool = False) -> MaskedWeight:
     r"""Build the :class:`MaskedWeight` of :math:`\hat W = W \odot M` from W and a bool M.
 
     The sparse path gathers W on M's entries (no :math:`\hat W` is formed);
@@ -721,9 +776,12 @@ def prepare_masked(weight: np.ndarray, pattern: np.ndarray, path: Optional[str] 
         The last step's weight of the same layer: if its mask equals this one
         its sparse structure (indices, row pointers) is reused and only the
         values are gathered again.
+    transposed : bool
+        The products will be :meth:`MaskedWeight.forward_t` and
+        :meth:`MaskedWeight.backward_data_t` (for the ``"auto"`` cost model).
     """
     return prepare_weight(None, path=path, n_rows=n_rows, weight=weight, pattern=pattern, nnz=nnz,
-                          products=products, previous=previous)
+                          products=products, previous=previous, transposed=transposed)
 
 
 # --------------------------------------------------------------------------
@@ -740,6 +798,11 @@ def weight_gradient(dy2: np.ndarray, x2: np.ndarray) -> np.ndarray:
     C-contiguous array, which the elementwise passes that follow need.
     """
     return dy2.T @ x2
+
+
+def weight_gradient_t(dy2t: np.ndarray, x2t: np.ndarray) -> np.ndarray:
+    r""":math:`A = dY_2^\top (X_2^\top)^\top` from the transposed layout, (out, fan_in), by BLAS."""
+    return dy2t @ x2t.T
 
 
 def dense_backward_data(dy2: np.ndarray, w2: np.ndarray) -> np.ndarray:
@@ -771,7 +834,7 @@ def _check_sampled(dy2, x2, rows, cols, where):
     return rows.astype(np.intp, copy=False), cols.astype(np.intp, copy=False), out, fan_in
 
 
-def _sampled_path(path, k, n, out, fan_in, dtype) -> str:
+def _sampled_path(path, k, n, out, fan_in, dtype, transposed: bool = False) -> str:
     path = _check_path(path)
     path = path if path is not None else _default_path
     if path != "auto":
@@ -780,38 +843,42 @@ def _sampled_path(path, k, n, out, fan_in, dtype) -> str:
     frac = k / numel if numel else 0.0
     if frac == 0:
         return "sparse"
-    return "sparse" if frac < sampled_crossover(n, out, fan_in, dtype) else "dense"
+    return "sparse" if frac < sampled_crossover(n, out, fan_in, dtype, transposed) else "dense"
 
 
-def _gathered(dy2, x2, rows, cols, values):
-    """values[k] = dy2[:, rows[k]] . x2[:, cols[k]], gathering both columns per entry."""
-    n, k = dy2.shape[0], rows.size
-    # Columns of dY2 and X2 become contiguous rows, so every gathered pair is
-    # two contiguous vectors; chunks bound the gathered memory to ~2 MB.
-    dyt, xt = _transposed(dy2), _transposed(x2)
-    chunk = max(_SAMPLED_MIN_CHUNK, _SAMPLED_CHUNK_BYTES // max(1, n * dy2.itemsize))
+def _gathered_t(dyt, xt, rows, cols, values):
+    """values[k] = dyt[rows[k]] . xt[cols[k]] for C-contiguous dY2^T and X2^T:
+    every gathered pair is two contiguous vectors; chunks bound the gathered
+    memory to ~2 MB."""
+    n, k = dyt.shape[1], rows.size
+    chunk = max(_SAMPLED_MIN_CHUNK, _SAMPLED_CHUNK_BYTES // max(1, n * dyt.itemsize))
     for s in range(0, k, chunk):
         e = min(k, s + chunk)
         np.einsum("kn,kn->k", dyt[rows[s:e]], xt[cols[s:e]], out=values[s:e])
     return values
 
 
-def _blocked(dy2, x2, flat, indptr, values):
-    """values = A.flat[flat] for a row-major support, A = dy2^T x2 by row blocks.
+def _gathered(dy2, x2, rows, cols, values):
+    """values[k] = dy2[:, rows[k]] . x2[:, cols[k]]: columns become contiguous rows first."""
+    return _gathered_t(_transposed(dy2), _transposed(x2), rows, cols, values)
 
+
+def _blocked(dyt, x_right, flat, indptr, values):
+    """values = A.flat[flat] for a row-major support, A = dyt @ x_right by row blocks.
+
+    ``dyt`` is dY2^T (a view is fine) and ``x_right`` is X2 (or (X2^T)^T).
     Only blocks of rows that hold support entries are computed, one BLAS
     product each, and each block is dropped after its entries are taken: the
     full A is never formed (peak memory one block of ~256 KB).
     """
-    out, fan_in = dy2.shape[1], x2.shape[1]
-    block = max(8, _SAMPLED_BLOCK_BYTES // max(1, fan_in * dy2.itemsize))
-    dyt = dy2.T
+    out, fan_in = dyt.shape[0], x_right.shape[1]
+    block = max(8, _SAMPLED_BLOCK_BYTES // max(1, fan_in * dyt.itemsize))
     for r0 in range(0, out, block):
         r1 = min(out, r0 + block)
         s0, s1 = int(indptr[r0]), int(indptr[r1])
         if s0 == s1:
             continue
-        a = dyt[r0:r1] @ x2                                  # (r1 - r0, fan_in)
+        a = dyt[r0:r1] @ x_right                             # (r1 - r0, fan_in)
         np.take(a.reshape(-1), flat[s0:s1] - r0 * fan_in, out=values[s0:s1])
     return values
 
@@ -854,34 +921,48 @@ def sampled_product(dy2: np.ndarray, x2: np.ndarray, rows, cols,
     order = np.argsort(flat, kind="stable")
     sorted_flat = flat[order]
     indptr = np.searchsorted(sorted_flat, np.arange(out + 1, dtype=np.intp) * fan_in)
-    values[order] = _blocked(dy2, x2, sorted_flat, indptr, np.empty(k, dtype=dy2.dtype))
+    values[order] = _blocked(dy2.T, x2, sorted_flat, indptr, np.empty(k, dtype=dy2.dtype))
     return values
 
 
 def sampled_product_csr(dy2: np.ndarray, x2: np.ndarray, support: Support,
-                        path: Optional[str] = None) -> np.ndarray:
+                        path: Optional[str] = None, transposed: bool = False) -> np.ndarray:
     r"""Entries of :math:`A = dY_2^\top X_2` on a row-major :class:`Support`.
 
     The same two kernels as :func:`sampled_product` (and the same ``path``
     argument), for a support already in CSR order, as a masked layer keeps it.
+    With ``transposed`` the operands are given as dY2^T (out, rows) and X2^T
+    (fan_in, rows), the masked convolutions' layout; nothing is copied then.
 
     Returns
     -------
     ndarray (support.nnz,), dtype of the inputs, in the support's order
     """
     out, fan_in = support.shape
-    _check_matrix(dy2, "dy2", out, where="sampled_product_csr")
-    _check_matrix(x2, "x2", fan_in, dy2.dtype, where="sampled_product_csr")
-    if x2.shape[0] != dy2.shape[0]:
-        raise ValueError(f"sampled_product_csr: dy2 {dy2.shape} and x2 {x2.shape} "
-                         "must have the same rows")
+    where = "sampled_product_csr"
+    _check_matrix(dy2, "dy2", None, where=where)
+    _check_matrix(x2, "x2", None, dy2.dtype, where=where)
+    if transposed:
+        ok = dy2.shape[0] == out and x2.shape[0] == fan_in and dy2.shape[1] == x2.shape[1]
+        n = dy2.shape[1]
+    else:
+        ok = dy2.shape[1] == out and x2.shape[1] == fan_in and dy2.shape[0] == x2.shape[0]
+        n = dy2.shape[0]
+    if not ok:
+        raise ValueError(f"{where}: dy2 {dy2.shape} and x2 {x2.shape} do not fit a support of "
+                         f"shape {support.shape} (transposed={transposed})")
     k = support.nnz
     values = np.empty(k, dtype=dy2.dtype)
     if k == 0:
         return values
-    if _sampled_path(path, k, dy2.shape[0], out, fan_in, dy2.dtype) == "sparse":
+    if _sampled_path(path, k, n, out, fan_in, dy2.dtype, transposed) == "sparse":
+        if transposed:
+            return _gathered_t(np.ascontiguousarray(dy2), np.ascontiguousarray(x2),
+                               support.rows, support.cols, values)
         return _gathered(dy2, x2, support.rows, support.cols, values)
-    return _blocked(dy2, x2, support.flat, support.indptr, values)
+    if transposed:
+        return _blocked(dy2, x2.T, support.flat, support.indptr, values)
+    return _blocked(dy2.T, x2, support.flat, support.indptr, values)
 
 
 def sampled_product_dense(dy2: np.ndarray, x2: np.ndarray, rows, cols,

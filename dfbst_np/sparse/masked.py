@@ -51,16 +51,21 @@ W_hat once per forward and reuses their structure when M did not change
 (as in evaluation, where the whole mask is also reused while W and t are
 unchanged). A trainer that does not need the gradient of a layer's input
 (the first layer of a network) sets ``input_grad = False`` for the step and
-the backward-data product is skipped.
+the backward-data product is skipped. MaskedConv2d runs its products in the
+transposed layout of :mod:`dfbst_np.sparse.conv` (one column per output
+position), the same numbers as the engine's Conv2d with cheaper copies and
+sparse products without transposes.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..nn.checks import check_grad_output
-from ..nn.linear import Conv2d, Linear
+from ..nn.checks import check_grad_output, check_input
+from ..nn.linear import Conv2d, Conv2dCache, Linear
 from . import kernels
 from .backward_mask import SupportGrad
+from .conv import BATCH_LAST_BELOW, col2im_t, from_output, im2col_t, to_output
+from .fused import row_sums
 from .mask_rule import forward_mask, masked_layer_grads, support_layer_grads
 from .step import get_estimator
 
@@ -122,6 +127,7 @@ class MaskedLayer:
         self._support_grad = None
         self._defer_weight_grad = False     # set by the trainer: it materialises dW * D itself
         self._eval_cache = None
+        self._transposed = False
 
     # -- masks as attributes -------------------------------------------------
     @property
@@ -183,19 +189,19 @@ class MaskedLayer:
         return self._dnnz
 
     # -- forward -------------------------------------------------------------
-    def _forward_state(self, w2: np.ndarray):
+    def _forward_state(self, w2: np.ndarray, transposed: bool):
         """This forward's ForwardMask and kernel; in evaluation both are reused
         while W and t are unchanged (compared with a snapshot, one pass)."""
         t = self._params["threshold"]
         cache = self._eval_cache
-        key = (self.kernel_path, kernels.get_default_path())
+        key = (self.kernel_path, kernels.get_default_path(), transposed)
         if (not self.training and cache is not None and cache[0] == key
                 and np.array_equal(cache[1], t) and np.array_equal(cache[2], w2)):
             return cache[3], cache[4]
         fm = forward_mask(w2, t, self.method)
         kernel = kernels.prepare_weight(None, path=self.kernel_path, weight=w2, pattern=fm.keep,
                                         nnz=fm.nnz, products=2 if self.input_grad else 1,
-                                        previous=self._prev_kernel)
+                                        previous=self._prev_kernel, transposed=transposed)
         if self.training or fm.reset:
             self._eval_cache = None
         else:
@@ -204,32 +210,49 @@ class MaskedLayer:
 
     def _weight_product(self, x2: np.ndarray) -> np.ndarray:
         """Y2 = X2 W_hat^T with W_hat = W * M; keeps M and the kernel for the backward."""
-        self.rows = x2.shape[0]
+        return self._masked_product(x2, transposed=False)
+
+    def _masked_product(self, x2: np.ndarray, transposed: bool) -> np.ndarray:
+        """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``."""
+        self.rows = x2.shape[1] if transposed else x2.shape[0]
+        self._transposed = transposed
         if self.method == "dense":
-            return super()._weight_product(x2)
+            if not transposed:
+                return super()._weight_product(x2)
+            self._product_input = x2
+            return self.weight2d @ x2
         self._product_input = x2
         w2 = self.weight2d
-        self._fmask, self._kernel = self._forward_state(w2)
+        self._fmask, self._kernel = self._forward_state(w2, transposed)
         self._mask = None
-        y2 = self._kernel.forward(x2)
+        y2 = self._kernel.forward_t(x2) if transposed else self._kernel.forward(x2)
         self._prev_kernel = self._kernel
         return y2
 
     # -- backward ------------------------------------------------------------
     def _weight_product_backward(self, dy2: np.ndarray):
-        """dX2 = dY2 W_hat (None when ``input_grad`` is False); grads of weight and threshold."""
-        x2 = self._product_input
+        """dX2 = dY2 W_hat (None when ``input_grad`` is False); grads of weight and threshold.
+
+        In the transposed layout (``_masked_product(..., transposed=True)``) dy2
+        is dY2^T (out, rows) and the result dX2^T (fan_in, rows).
+        """
+        x2, tr = self._product_input, self._transposed
         if self.method == "dense":
             w = self._params["weight"]
-            self._grads["weight"] = kernels.weight_gradient(dy2, x2).reshape(w.shape)
+            A = kernels.weight_gradient_t(dy2, x2) if tr else kernels.weight_gradient(dy2, x2)
+            self._grads["weight"] = A.reshape(w.shape)
             self._product_input = None
-            return kernels.dense_backward_data(dy2, self.weight2d) if self.input_grad else None
-        dx2 = self._kernel.backward_data(dy2) if self.input_grad else None
+            if not self.input_grad:
+                return None
+            return self.weight2d.T @ dy2 if tr else kernels.dense_backward_data(dy2, self.weight2d)
+        dx2 = None
+        if self.input_grad:
+            dx2 = self._kernel.backward_data_t(dy2) if tr else self._kernel.backward_data(dy2)
         w2, t, fm = self.weight2d, self._params["threshold"], self._fmask
         previous = self._previous_keep() if self.weight_grad == "predicted" else None
         if previous is not None:
             support = kernels.support_structure(np.logical_or(fm.keep, previous))
-            a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path)
+            a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path, transposed=tr)
             values, dt = support_layer_grads(a_s, w2, t, fm, support, self.method,
                                              self.estimator, self.float32_masks)
             self._support_grad = SupportGrad(support, values)
@@ -240,7 +263,7 @@ class MaskedLayer:
             self.last_weight_grad = "predicted"
         else:
             # The exact algorithm needs the dense A: D is defined by dW's row sums.
-            A = kernels.weight_gradient(dy2, x2)
+            A = kernels.weight_gradient_t(dy2, x2) if tr else kernels.weight_gradient(dy2, x2)
             dW, dt = masked_layer_grads(A, w2, t, fm, self.method, self.estimator,
                                         self.float32_masks, overwrite_a=True)
             self._grads["weight"] = dW.reshape(self.weight.shape)
@@ -297,18 +320,40 @@ class MaskedConv2d(MaskedLayer, Conv2d):
                         padding=padding, bias=bias, dtype=dtype, rng=rng)
         self._init_mask(method, estimator, float32_masks, kernel_path, weight_grad)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, C_out, OH, OW) -> dx (N, C_in, H, W); no col2im when ``input_grad`` is False."""
-        if self.input_grad:
-            return Conv2d.backward(self, dy)
-        check_grad_output(self, dy)
-        dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, self.out_channels)
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C_in, H, W) -> y (N, C_out, OH, OW), in the transposed layout of
+        :mod:`dfbst_np.sparse.conv` (same numbers as :class:`~dfbst_np.nn.linear.Conv2d`)."""
+        check_input(self, x, (4,), self.dtype, {1: self.in_channels})
+        n, _, oh, ow = y_shape = self.output_shape(x.shape)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"{self.describe()}: input {x.shape} is smaller than the kernel "
+                             f"{self.kernel_size} with padding {self.padding}")
+        self._batch_last = ow < BATCH_LAST_BELOW
+        cols_t = im2col_t(x, *self.kernel_size, self.stride, self.padding,
+                          self._batch_last)                                  # (C*kh*kw, N*OH*OW)
+        y2t = self._masked_product(cols_t, transposed=True)                  # (C_out, N*OH*OW)
         if "bias" in self._params:
-            self._grads["bias"] = dy2.sum(axis=0)
-        self._weight_product_backward(dy2)
+            y2t += self._params["bias"][:, None]
+        self._cache = Conv2dCache(x_shape=x.shape, y_shape=y_shape)
+        return to_output(y2t, n, oh, ow, self._batch_last)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, C_out, OH, OW) -> dx (N, C_in, H, W); fills grads "weight" and "bias".
+
+        With ``input_grad`` False neither dX2 nor col2im is computed and a
+        read-only view of zeros is returned.
+        """
+        check_grad_output(self, dy)
+        dy2t = from_output(dy, self._batch_last)
+        if "bias" in self._params:
+            self._grads["bias"] = row_sums(dy2t)
+        dcols_t = self._weight_product_backward(dy2t)
         x_shape = self._cache.x_shape
         self._cache = None
-        return _zeros_view(x_shape, self.dtype)
+        if dcols_t is None:
+            return _zeros_view(x_shape, self.dtype)
+        return col2im_t(dcols_t, x_shape, *self.kernel_size, self.stride, self.padding,
+                        self._batch_last)
 
     def extra_repr(self) -> str:
         extra = f", weight_grad={self.weight_grad!r}" if self.weight_grad != "exact" else ""

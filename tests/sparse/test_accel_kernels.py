@@ -15,16 +15,23 @@ What is proven, in float64 to 1e-12 relative (max |a - b| / max |b|):
   and in any order, from the empty support to the full one;
 * the fused per-weight passes (h, |W| - tau as a rank-1 update, row sums,
   the gradient rule, the backward mask) equal the literal formulas;
-* whole MaskedConv2d layers with stride and padding, all-zero and partly
-  empty masks: the sparse path equals the dense path (output, dx, every
-  gradient), and the layer's first-layer mode (no input gradient) changes
-  no gradient.
+* the same products in the convolutions' transposed layout (X2^T, dY2^T:
+  ``forward_t``, ``backward_data_t``, the sampled product with
+  ``transposed=True``), and the transposed im2col/col2im in both position
+  orders against :mod:`dfbst_np.nn.im2col`, with stride and padding;
+* whole MaskedConv2d layers with stride and padding, narrow outputs (batch
+  last) and wide ones, all-zero and partly empty masks: the sparse path
+  equals the dense path and the engine's Conv2d on W * M (output, dx, every
+  gradient), and the layer's first-layer mode (no input gradient) changes no
+  gradient.
 """
 import numpy as np
 import pytest
 
-from dfbst_np.nn.im2col import im2col
+from dfbst_np.nn.im2col import col2im, im2col
+from dfbst_np.nn.linear import Conv2d
 from dfbst_np.sparse import kernels as K
+from dfbst_np.sparse.conv import col2im_t, from_output, im2col_t, to_output
 from dfbst_np.sparse.backward_mask import SupportGrad, backward_mask
 from dfbst_np.sparse.fused import row_sums, sub_rows
 from dfbst_np.sparse.mask_rule import (forward_mask, masked_layer_grads, support_layer_grads)
@@ -87,6 +94,59 @@ def test_csr_products_equal_dense(shape, density):
         data, indices, indptr = mw._csr
         assert indices.dtype == indptr.dtype == np.int32     # the right integer width
         assert data.dtype == np.float64
+
+
+@pytest.mark.parametrize("density", DENSITIES)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_transposed_products_equal_dense(shape, density):
+    rng = np.random.default_rng(0)
+    make_x, out = SHAPES[shape]
+    x2t = np.ascontiguousarray(make_x(rng).T)
+    fan_in = x2t.shape[0]
+    w = rng.standard_normal((out, fan_in))
+    m = mask_of(rng, out, fan_in, density)
+    dy2t = rng.standard_normal((out, x2t.shape[1]))
+    w_hat = w * m
+    for path in ("sparse", "dense", "auto"):
+        mw = K.prepare_masked(w, m, path=path, transposed=True)
+        y, dx = mw.forward_t(x2t), mw.backward_data_t(dy2t)
+        assert y.shape == (out, x2t.shape[1]) and dx.shape == x2t.shape
+        if density == 0.0:
+            assert not y.any() and not dx.any()
+        else:
+            assert rel_err(y, w_hat @ x2t) <= TOL, path
+            assert rel_err(dx, w_hat.T @ dy2t) <= TOL, path
+    pattern = mask_of(rng, out, fan_in, max(density, 0.05))
+    support = K.support_structure(pattern)
+    a = dy2t @ x2t.T
+    assert rel_err(K.weight_gradient_t(dy2t, x2t), a) <= TOL
+    for path in ("sparse", "dense"):
+        v = K.sampled_product_csr(dy2t, x2t, support, path=path, transposed=True)
+        assert rel_err(v, a[pattern]) <= TOL, path
+
+
+@pytest.mark.parametrize("batch_last", [False, True])
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 0), (3, 2, 1), (5, 1, 2), (2, 3, 0), (1, 2, 0)])
+def test_transposed_im2col_and_col2im(k, stride, padding, batch_last):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 11, 9))
+    ref = im2col(x, k, k, stride, padding)                         # (positions, fan_in)
+    cols_t = im2col_t(x, k, k, stride, padding, batch_last)
+    n, oh, ow = 3, ref.shape[0] // 3, None
+    oh = (11 + 2 * padding - k) // stride + 1
+    ow = (9 + 2 * padding - k) // stride + 1
+    order = (cols_t.reshape(-1, oh, ow, n).transpose(3, 1, 2, 0) if batch_last
+             else cols_t.reshape(-1, n, oh, ow).transpose(1, 2, 3, 0))
+    np.testing.assert_array_equal(order.reshape(-1, cols_t.shape[0]), ref)
+    g = rng.standard_normal(cols_t.shape)
+    g_rows = (g.reshape(-1, oh, ow, n).transpose(3, 1, 2, 0) if batch_last
+              else g.reshape(-1, n, oh, ow).transpose(1, 2, 3, 0)).reshape(ref.shape)
+    assert rel_err(col2im_t(g, x.shape, k, k, stride, padding, batch_last),
+                   col2im(np.ascontiguousarray(g_rows), x.shape, k, k, stride, padding)) <= TOL
+    y2t = rng.standard_normal((5, cols_t.shape[1]))
+    y = to_output(y2t, n, oh, ow, batch_last)
+    assert y.shape == (n, 5, oh, ow) and y.flags.c_contiguous
+    np.testing.assert_array_equal(from_output(y, batch_last), y2t)
 
 
 def test_csr_float32_keeps_dtype_and_matches(rng):
@@ -274,14 +334,16 @@ def test_backward_mask_dense_and_support_match_literal(rng):
 # ---------------------------------------------------------------- layers
 
 CONVS = [dict(in_channels=3, out_channels=8, kernel_size=3, stride=2, padding=1),
-         dict(in_channels=4, out_channels=6, kernel_size=5, stride=1, padding=2, bias=False)]
+         dict(in_channels=4, out_channels=6, kernel_size=5, stride=1, padding=2, bias=False),
+         dict(in_channels=2, out_channels=5, kernel_size=3, stride=1, padding=1)]
+CONV_INPUTS = [(3, 3, 11, 9), (3, 4, 11, 9), (2, 2, 7, 20)]     # the last: OW = 20, batch first
 
 
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.3, 1.0])
 @pytest.mark.parametrize("conv", range(len(CONVS)))
 def test_conv_layer_sparse_equals_dense(conv, density):
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, CONVS[conv]["in_channels"], 11, 9))
+    x = rng.standard_normal(CONV_INPUTS[conv])
     state = None
     results = {}
     for path in ("dense", "sparse"):
@@ -301,6 +363,15 @@ def test_conv_layer_sparse_equals_dense(conv, density):
         dy = np.random.default_rng(4).standard_normal(y.shape)
         dx = layer.backward(dy)
         results[path] = dict(y=y, dx=dx, **{k: v.copy() for k, v in layer.grads.items()})
+        # the engine's Conv2d (row layout) on W * M gives the same y, dx and A
+        plain = Conv2d(dtype=np.float64, **{k: v for k, v in CONVS[conv].items()})
+        plain.params["weight"][...] = layer.weight * layer.mask
+        if "bias" in plain.params:
+            plain.params["bias"][...] = layer.params["bias"]
+        assert rel_err(plain.forward(x), y) <= TOL
+        assert rel_err(plain.backward(dy), dx) <= TOL
+        if "bias" in plain.params:
+            assert rel_err(plain.grads["bias"], layer.grads["bias"]) <= TOL
         # no input gradient: the same weight gradients, dx skipped
         layer.load_state_dict(state)
         layer.input_grad = False
