@@ -14,9 +14,9 @@ and LeNet-5 in float32, at batch 64 and 256, for
   three paths;
 
 each with forward thresholds set so that every row of every masked layer
-keeps the target fraction of its weights (50, 20, 10, 5, 2, 1 %; a layer
-never goes below 1 % + one weight per row, where SPEC's reset rule would
-fire) and backward thresholds u set from the gradient of the timed batch so
+keeps the target fraction of its weights (50, 20, 10, 5, 2, 1 %; a row
+keeps at least 1.25 % and one weight: at <= 1 % SPEC's reset rule would
+fire and make the layer dense) and backward thresholds u set from the gradient of the timed batch so
 that D keeps about the same fraction; and, when PyTorch is installed,
 
 * ``torch reference-dfbst``: :class:`~dfbst_np.reference.ReferenceTrainer`
@@ -183,8 +183,10 @@ class Variant:
 
 
 def _keep_per_row(fan_in: int, density: float) -> int:
-    """Weights per row for a target density, above the reset rule's 1 %."""
-    return min(fan_in, max(int(round(density * fan_in)), int(0.01 * fan_in) + 1, 1))
+    """Weights per row for a target density, at least 1.25 % of the row: SPEC's reset
+    rule zeroes t (and M becomes all ones) as soon as a layer keeps <= 1 %, and the
+    density drifts by a few weights per row during a round of steps."""
+    return min(fan_in, max(int(round(density * fan_in)), int(np.ceil(0.0125 * fan_in)), 1))
 
 
 def set_forward_density(model, density: float) -> None:
@@ -389,9 +391,14 @@ def _instrumented(v: Variant, timer: _PartTimer):
         (kernels.MaskedWeight, "backward_data", "backward_data"),
         (nn_linear.WeightLayer, "_weight_product", "forward"),
         (kernels, "dense_backward_data", "backward_data"),
+        (kernels, "dense_forward_t", "forward"),
+        (kernels, "dense_backward_data_t", "backward_data"),
+        (kernels.MaskedWeight, "forward_t", "forward"),
+        (kernels.MaskedWeight, "backward_data_t", "backward_data"),
         (kernels, "weight_gradient", "weight_grad"),
+        (kernels, "weight_gradient_t", "weight_grad"),
         (kernels, "sampled_product_csr", "weight_grad"),
-        (kernels, "support_structure", "weight_grad"),
+        (masked_mod.MaskedLayer, "_predicted_support", "weight_grad"),
         (masked_mod, "forward_mask", "masks"),
         (masked_mod, "masked_layer_grads", "masks"),
         (masked_mod, "support_layer_grads", "masks"),
@@ -399,6 +406,7 @@ def _instrumented(v: Variant, timer: _PartTimer):
         (Trainer, "_apply_backward_mask", "masks"),
         (Trainer, "_checked_norm", "optimiser"),
         (trainer_mod, "_clip", "optimiser"),
+        (Trainer, "_fused_sgd", "optimiser"),
     ]
     saved = []
     try:

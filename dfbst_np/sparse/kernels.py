@@ -61,6 +61,7 @@ __all__ = [
     "MaskedWeight", "prepare_weight", "prepare_masked",
     "sampled_product", "sampled_product_csr", "sampled_product_dense",
     "support_structure", "weight_gradient", "weight_gradient_t", "dense_backward_data",
+    "dense_forward_t", "dense_backward_data_t",
 ]
 
 #: The accepted values of every ``path`` argument.
@@ -75,7 +76,7 @@ _TRANSPOSE_BLOCK_BYTES = 1 << 19
 # Each gathered operand chunk of the sampled product stays about this size so
 # that both chunks sit in L2; 4 MB chunks were 4x slower than 1 MB ones.
 _SAMPLED_CHUNK_BYTES = 1 << 20
-_SAMPLED_MIN_CHUNK = 64
+_SAMPLED_MIN_CHUNK = 8
 # The blocked dense kernel of the sampled product computes A in row blocks of
 # about this many bytes (a block of A stays in L2; BLAS is as fast on a
 # 64 x 784 block as on the whole 300 x 784 matrix).
@@ -352,6 +353,22 @@ def choose_path(density: float, n_rows: Optional[int], out: int, fan_in: int, dt
             else "dense")
 
 
+#: The gathering kernel in a training step runs ~1.5x slower than in the
+#: isolated timing its constants come from (its operands and the gathered rows
+#: are no longer in cache); measured on LeNet-5's fc3 and conv2 products.
+SAMPLED_IN_STEP = 1.5
+#: Per-entry BLAS dot products (for long rows: convolutions' N*OH*OW positions):
+#: a fixed Python/NumPy call cost per entry and a cost per multiply-add (float32,
+#: one thread, this machine; float64 costs about the same per call).
+DOT_CALL_US = 0.65
+DOT_NS = 0.08
+
+
+def _gathered_entry_ns(c: KernelCosts, n_rows: int) -> float:
+    """ns per support entry of the cheaper gathering kernel (chunked einsum or BLAS dots)."""
+    return min(SAMPLED_IN_STEP * c.sampled_ns * n_rows, 1e3 * DOT_CALL_US + DOT_NS * n_rows)
+
+
 def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype, transposed: bool = False) -> float:
     r"""Support fraction below which the gathering sampled product beats the blocked dense one.
 
@@ -360,31 +377,35 @@ def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype, transposed: boo
 
     .. math::
         t_\mathrm{dense} = c_\mathrm{dense}\, R\, \mathrm{out}\, \mathrm{fan\_in}, \qquad
-        t_\mathrm{sampled} = c_\mathrm{sampled}\, R\, k
+        t_\mathrm{sampled} = e(R)\, k
             + c_\mathrm{copy}\, R\, (\mathrm{out} + \mathrm{fan\_in}) + t_\mathrm{call}
 
-    (:math:`c_\mathrm{copy}`, :math:`t_\mathrm{call}`: the sampled product's own,
-    ``sampled_copy_ns`` and ``sampled_call_us``), so, with :math:`s = k / (\mathrm{out}\,\mathrm{fan\_in})`,
+    where :math:`e(R)` is the cost of one entry with the cheaper gathering
+    kernel: the chunked einsum, :math:`1.5\, c_\mathrm{sampled} R` (1.5: in a
+    training step its operands are out of cache, :data:`SAMPLED_IN_STEP`), or
+    one BLAS dot product per entry, :math:`t_\mathrm{dot} + c_\mathrm{dot} R`
+    (:data:`DOT_CALL_US`, :data:`DOT_NS`; cheaper for the long rows of a
+    convolution); :math:`c_\mathrm{copy}`, :math:`t_\mathrm{call}`: the sampled
+    product's own, ``sampled_copy_ns`` and ``sampled_call_us`` (no copies for
+    ``transposed`` operands, the convolutions' layout). So, with
+    :math:`s = k / (\mathrm{out}\,\mathrm{fan\_in})`,
 
     .. math::
-        s^* = \frac{c_\mathrm{dense}}{c_\mathrm{sampled}}
-            - \frac{c_\mathrm{copy}}{c_\mathrm{sampled}}
-              \left(\frac{1}{\mathrm{out}} + \frac{1}{\mathrm{fan\_in}}\right)
-            - \frac{t_\mathrm{call}}{c_\mathrm{sampled}\, R\, \mathrm{out}\, \mathrm{fan\_in}},
+        s^* = \frac{c_\mathrm{dense} R
+            - c_\mathrm{copy} R \left(\frac{1}{\mathrm{out}} + \frac{1}{\mathrm{fan\_in}}\right)
+            - t_\mathrm{call} / (\mathrm{out}\,\mathrm{fan\_in})}{e(R)},
 
-    clipped to [0, 1]. (The gathering kernel copies two rows of N numbers per
-    support entry; that costs ~25 ns per entry at N = 64 in NumPy, against
-    ~0.5 ns for a whole entry of A from BLAS, so :math:`s^*` is a few percent.)
-    With ``transposed`` operands (the convolutions' layout) there are no copies.
+    clipped to [0, 1]. (The einsum copies two rows of N numbers per support
+    entry: ~25 ns per entry at N = 64, against ~0.5 ns for a whole entry of A
+    from BLAS, so :math:`s^*` is a few percent.)
     """
     c = _costs(dtype)
     numel = int(out) * int(fan_in)
     if numel == 0 or n_rows == 0:
         return 0.0
     copy_ns = 0.0 if transposed else c.sampled_copy_ns
-    s = (_dense_ns(c) / c.sampled_ns
-         - copy_ns / c.sampled_ns * (1.0 / out + 1.0 / fan_in)
-         - 1e3 * c.sampled_call_us / (c.sampled_ns * n_rows * numel))
+    s = ((_dense_ns(c) * n_rows - copy_ns * n_rows * (1.0 / out + 1.0 / fan_in)
+          - 1e3 * c.sampled_call_us / numel) / _gathered_entry_ns(c, n_rows))
     return float(min(1.0, max(0.0, s)))
 
 
@@ -792,10 +813,14 @@ def weight_gradient(dy2: np.ndarray, x2: np.ndarray) -> np.ndarray:
     r"""The full weight gradient :math:`A = dY_2^\top X_2`, (out, fan_in), by BLAS.
 
     ``dy2.T @ x2`` (a transposed left operand) was measured against
-    ``(x2.T @ dy2).T`` for every LeNet, VGG and ResNet product shape at 1 and
-    2 OpenBLAS threads, float32 and float64: it was as fast or faster in
-    all of them on this machine (OpenBLAS 0.3.31), and it returns a
-    C-contiguous array, which the elementwise passes that follow need.
+    ``(x2.T @ dy2).T`` made contiguous, for the LeNet, VGG and ResNet product
+    shapes at 1 and 2 OpenBLAS threads in float32 and float64 (OpenBLAS
+    0.3.31, AMD EPYC; table in benchmarks/README.md): the transposed
+    left operand was as fast or faster everywhere (up to 7x at 64 x 300 x
+    784 in float32, where the other form runs a slow kernel) except on
+    LeNet-5's second convolution (rows 4096, 50 x 500), where the other form
+    was 2-15 % faster; one form for all keeps the numbers independent of the
+    shape. The transposed layout's :func:`weight_gradient_t` behaves the same.
     """
     return dy2.T @ x2
 
@@ -808,6 +833,16 @@ def weight_gradient_t(dy2t: np.ndarray, x2t: np.ndarray) -> np.ndarray:
 def dense_backward_data(dy2: np.ndarray, w2: np.ndarray) -> np.ndarray:
     r""":math:`dX_2 = dY_2 W_2` for an unmasked weight, by BLAS."""
     return dy2 @ w2
+
+
+def dense_forward_t(w2: np.ndarray, x2t: np.ndarray) -> np.ndarray:
+    r""":math:`Y_2^\top = W_2 X_2^\top` for an unmasked weight (transposed layout), by BLAS."""
+    return w2 @ x2t
+
+
+def dense_backward_data_t(w2: np.ndarray, dy2t: np.ndarray) -> np.ndarray:
+    r""":math:`dX_2^\top = W_2^\top dY_2^\top` for an unmasked weight (transposed layout), by BLAS."""
+    return w2.T @ dy2t
 
 
 # --------------------------------------------------------------------------
@@ -847,10 +882,18 @@ def _sampled_path(path, k, n, out, fan_in, dtype, transposed: bool = False) -> s
 
 
 def _gathered_t(dyt, xt, rows, cols, values):
-    """values[k] = dyt[rows[k]] . xt[cols[k]] for C-contiguous dY2^T and X2^T:
-    every gathered pair is two contiguous vectors; chunks bound the gathered
-    memory to ~2 MB."""
+    """values[k] = dyt[rows[k]] . xt[cols[k]] for C-contiguous dY2^T and X2^T.
+
+    Short rows (a batch of a linear layer): gather both rows of every entry in
+    chunks of ~1 MB and take the row-wise dot products with einsum. Long rows
+    (the positions of a convolution): one BLAS dot product per entry, no copies.
+    """
     n, k = dyt.shape[1], rows.size
+    c = _costs(dyt.dtype)
+    if 1e3 * DOT_CALL_US + DOT_NS * n < SAMPLED_IN_STEP * c.sampled_ns * n:
+        for e, (r, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+            values[e] = np.dot(dyt[r], xt[col])
+        return values
     chunk = max(_SAMPLED_MIN_CHUNK, _SAMPLED_CHUNK_BYTES // max(1, n * dyt.itemsize))
     for s in range(0, k, chunk):
         e = min(k, s + chunk)

@@ -220,7 +220,7 @@ class MaskedLayer:
             if not transposed:
                 return super()._weight_product(x2)
             self._product_input = x2
-            return self.weight2d @ x2
+            return kernels.dense_forward_t(self.weight2d, x2)
         self._product_input = x2
         w2 = self.weight2d
         self._fmask, self._kernel = self._forward_state(w2, transposed)
@@ -230,6 +230,11 @@ class MaskedLayer:
         return y2
 
     # -- backward ------------------------------------------------------------
+    @staticmethod
+    def _predicted_support(keep: np.ndarray, previous: np.ndarray):
+        """S = M | D_prev as a row-major :class:`~dfbst_np.sparse.kernels.Support`."""
+        return kernels.support_structure(np.logical_or(keep, previous))
+
     def _weight_product_backward(self, dy2: np.ndarray):
         """dX2 = dY2 W_hat (None when ``input_grad`` is False); grads of weight and threshold.
 
@@ -244,14 +249,16 @@ class MaskedLayer:
             self._product_input = None
             if not self.input_grad:
                 return None
-            return self.weight2d.T @ dy2 if tr else kernels.dense_backward_data(dy2, self.weight2d)
+            if tr:
+                return kernels.dense_backward_data_t(self.weight2d, dy2)
+            return kernels.dense_backward_data(dy2, self.weight2d)
         dx2 = None
         if self.input_grad:
             dx2 = self._kernel.backward_data_t(dy2) if tr else self._kernel.backward_data(dy2)
         w2, t, fm = self.weight2d, self._params["threshold"], self._fmask
         previous = self._previous_keep() if self.weight_grad == "predicted" else None
         if previous is not None:
-            support = kernels.support_structure(np.logical_or(fm.keep, previous))
+            support = self._predicted_support(fm.keep, previous)
             a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path, transposed=tr)
             values, dt = support_layer_grads(a_s, w2, t, fm, support, self.method,
                                              self.estimator, self.float32_masks)

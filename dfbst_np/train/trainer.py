@@ -254,8 +254,9 @@ def _clip(grads: Dict[str, np.ndarray], sq, max_norm: float) -> None:
     """:func:`~dfbst_np.nn.clip.clip_grad_norm` from already computed squared norms.
 
     The same rule and arithmetic (each gradient's norm in its dtype, then the
-    norm of the norms, coefficient max_norm / (total + 1e-6) capped at 1 and
-    applied even when it is 1), without a second pass to take the norms.
+    norm of the norms, coefficient max_norm / (total + 1e-6) capped at 1),
+    without a second pass to take the norms and without the multiplication
+    when the coefficient is exactly 1 (which changes nothing).
     """
     if not grads:
         return
@@ -265,6 +266,8 @@ def _clip(grads: Dict[str, np.ndarray], sq, max_norm: float) -> None:
     dtype = np.result_type(*norms)
     total = np.sqrt(np.sum(np.square(np.array(norms, dtype=np.float64)))).astype(dtype)
     coef = np.minimum(dtype.type(max_norm) / (total + dtype.type(1e-6)), dtype.type(1.0))
+    if coef == 1:
+        return              # g * 1 is g exactly: skip the pass
     for g in grads.values():
         g *= coef.astype(g.dtype)
 
