@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .checks import check_finite
 
 
-def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
+def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
+                   sq_norms: Optional[Sequence[float]] = None) -> float:
     r"""Scale all gradients in place so that their joint L2 norm is at most ``max_norm``.
 
     .. math::
@@ -28,6 +29,9 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
         counted and scaled. Parameters without a gradient are simply absent.
     max_norm : float
         Largest allowed total norm, > 0.
+    sq_norms : sequence of float, optional
+        Each gradient's squared norm, in ``grads``' order, when the caller has
+        them already (the trainer does); saves a pass over every gradient.
 
     Returns
     -------
@@ -54,8 +58,9 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
                             f"ndarray, got {what}")
     # torch computes each norm in its tensor's dtype; accumulating in float64
     # and rounding once is the closest numpy equivalent for float32.
-    norms = [np.asarray(np.sqrt(np.sum(np.square(g, dtype=np.float64))), dtype=g.dtype)
-             for g in grads.values()]
+    if sq_norms is None:
+        sq_norms = [np.sum(np.square(g, dtype=np.float64)) for g in grads.values()]
+    norms = [np.asarray(np.sqrt(sq), dtype=g.dtype) for sq, g in zip(sq_norms, grads.values())]
     dtype = np.result_type(*norms)
     total = np.sqrt(np.sum(np.square(np.array(norms, dtype=np.float64)))).astype(dtype)
     if not np.isfinite(total):

@@ -222,6 +222,7 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov)
+        self._scratch: Dict[str, np.ndarray] = {}
 
     def _check_hyper(self, h):
         _check_number(h, "lr")
@@ -242,8 +243,16 @@ class SGD(Optimizer):
 
     def _update(self, name, p, g):
         # Each line mirrors one tensor op of torch's _single_tensor_sgd, in
-        # the same order, so the rounding is the same.
-        d = g + self.weight_decay * p if self.weight_decay != 0 else g
+        # the same order, so the rounding is the same; one scratch array per
+        # parameter keeps the step free of temporaries (it runs every step).
+        scratch = self._scratch.get(name)
+        if scratch is None or scratch.shape != p.shape or scratch.dtype != p.dtype:
+            scratch = self._scratch[name] = np.empty_like(p)
+        if self.weight_decay != 0:
+            d = np.multiply(p, self.weight_decay, out=scratch)     # d = g + wd * p
+            d += g
+        else:
+            d = g
         if self.momentum != 0:
             slots = self.state.get(name)
             if slots is None:
@@ -252,9 +261,9 @@ class SGD(Optimizer):
             else:
                 buf = slots["momentum_buffer"]
                 buf *= self.momentum
-                buf += (1 - self.dampening) * d
+                buf += (1 - self.dampening) * d if self.dampening != 0 else d
             d = d + self.momentum * buf if self.nesterov else buf
-        p += -self.lr * d
+        p += np.multiply(d, -self.lr, out=scratch)                  # p += -lr * d
 
 
 class Adam(Optimizer):

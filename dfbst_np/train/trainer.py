@@ -19,10 +19,8 @@ optimiser, and the optimiser never sees a mask.
 Speed without changing the numbers: the layer that reads the network's input
 skips its backward-data product for the step (nothing needs dL/dx there);
 the gradient norm is computed once (one dot product per gradient) and serves
-both the finiteness check and the clipping, with the arithmetic of
-:func:`~dfbst_np.nn.clip.clip_grad_norm`; plain SGD runs its own operations
-in its own order without temporaries; step statistics use the counts the
-masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
+both the finiteness check and the clipping; step statistics use the counts
+the masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
 approximation, see :mod:`dfbst_np.sparse.masked`) the layers compute dW only
 on their predicted support and this trainer applies D there and writes
 dW * D into the dense gradient once.
@@ -34,6 +32,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..nn.clip import clip_grad_norm
 from ..nn.containers import Sequential
 from ..nn.loss import CrossEntropyLoss
 from ..nn.optim import SGD, MultiStepLR
@@ -105,7 +104,6 @@ class Trainer:
         self.optimizer = SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.scheduler = MultiStepLR(self.optimizer, milestones=milestones, gamma=gamma)
         self.prev = None    # the previous step's BackwardMask: V and d(beta V)/du
-        self._scratch: Dict[str, np.ndarray] = {}
 
     def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
         """One reference training step on the batch (x, y); epoch counts from 1."""
@@ -145,9 +143,8 @@ class Trainer:
         grads = model.grads
         grad_norm, norms = self._checked_norm(grads)
         if self.clip_norm is not None:
-            _clip(grads, norms, self.clip_norm)
-        if not self._fused_sgd(grads):
-            self.optimizer.step(grads)
+            clip_grad_norm(grads, self.clip_norm, sq_norms=norms)
+        self.optimizer.step(grads)
 
         return StepStats(
             loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
@@ -188,49 +185,6 @@ class Trainer:
             raise FloatingPointError(f"Trainer: the gradient of {bad!r} contains NaN or inf")
         return norm, sq
 
-    def _fused_sgd(self, grads: Dict[str, np.ndarray]) -> bool:
-        """:class:`~dfbst_np.nn.optim.SGD`'s update with its own operations in its own
-        order (so the same numbers, bit for bit), without temporaries: 6 passes per
-        parameter instead of 8 and no allocations. The gradients' finiteness was
-        checked by the norm. Returns False (nothing done) for anything but plain
-        SGD (a subclass, Nesterov, dampening), which then steps itself."""
-        opt = self.optimizer
-        if type(opt) is not SGD or opt.nesterov or opt.dampening != 0:
-            return False
-        opt._check_hyper(opt.hyperparameters())
-        unknown = sorted(set(grads) - set(opt.params))
-        if unknown:
-            raise KeyError(f"SGD: gradients for parameters it does not optimise: {unknown}")
-        lr, mu, wd = opt.lr, opt.momentum, opt.weight_decay
-        for name, p in opt.params.items():
-            g = grads.get(name)
-            if g is None:
-                continue            # no gradient: untouched, momentum kept
-            if g.shape != p.shape or g.dtype != p.dtype:
-                raise ValueError(
-                    f"SGD: gradient of '{name}' has shape {g.shape} and dtype {g.dtype.name}, "
-                    f"the parameter has shape {p.shape} and dtype {p.dtype.name}")
-            scratch = self._scratch.get(name)
-            if scratch is None or scratch.shape != p.shape or scratch.dtype != p.dtype:
-                scratch = self._scratch[name] = np.empty_like(p)
-            if wd != 0:
-                d = np.multiply(p, wd, out=scratch)          # d = g + wd * p
-                d += g
-            else:
-                d = g
-            if mu != 0:
-                slots = opt.state.get(name)
-                if slots is None:
-                    buf = d.copy()
-                    opt.state[name] = {"momentum_buffer": buf}
-                else:
-                    buf = slots["momentum_buffer"]
-                    buf *= mu                                # buf = mu * buf + (1 - 0) * d
-                    buf += d
-                d = buf
-            p += np.multiply(d, -lr, out=scratch)            # p += -lr * d
-        return True
-
     def step_cost(self) -> CostTotals:
         """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting")."""
         costs = []
@@ -248,28 +202,6 @@ class Trainer:
     @property
     def lr(self) -> float:
         return self.optimizer.lr
-
-
-def _clip(grads: Dict[str, np.ndarray], sq, max_norm: float) -> None:
-    """:func:`~dfbst_np.nn.clip.clip_grad_norm` from already computed squared norms.
-
-    The same rule and arithmetic (each gradient's norm in its dtype, then the
-    norm of the norms, coefficient max_norm / (total + 1e-6) capped at 1),
-    without a second pass to take the norms and without the multiplication
-    when the coefficient is exactly 1 (which changes nothing).
-    """
-    if not grads:
-        return
-    if isinstance(max_norm, bool) or not (np.isfinite(max_norm) and max_norm > 0):
-        raise ValueError(f"clip_grad_norm: max_norm must be a finite number > 0, got {max_norm!r}")
-    norms = [np.asarray(np.sqrt(s), dtype=g.dtype) for s, g in zip(sq, grads.values())]
-    dtype = np.result_type(*norms)
-    total = np.sqrt(np.sum(np.square(np.array(norms, dtype=np.float64)))).astype(dtype)
-    coef = np.minimum(dtype.type(max_norm) / (total + dtype.type(1e-6)), dtype.type(1.0))
-    if coef == 1:
-        return              # g * 1 is g exactly: skip the pass
-    for g in grads.values():
-        g *= coef.astype(g.dtype)
 
 
 def _input_layers(model):
