@@ -20,9 +20,12 @@ def main(dirs):
             continue
         last = rows[-1]
         best = max(r["test_acc"] for r in rows)
+        wg = cfg.get("weight_grad") or "exact"
+        extra = f" --weight-grad {wg}" if wg != "exact" else ""
+        method = cfg["method"] + (f" ({wg} dW)" if extra else "")
         cmd = (f"`python -m dfbst_np train --model {cfg['model']} --method {cfg['method']} "
-               f"--dataset {cfg['dataset']} --epochs {cfg['epochs']} --seed {cfg['seed']}`")
-        print(f"| {cfg['model']} | {cfg['method']} | {int(last['epoch'])} | {last['test_acc']:.4f} | "
+               f"--dataset {cfg['dataset']} --epochs {cfg['epochs']} --seed {cfg['seed']}{extra}`")
+        print(f"| {cfg['model']} | {method} | {int(last['epoch'])} | {last['test_acc']:.4f} | "
               f"{best:.4f} | {last['density']:.4f} | {last['bdensity']:.4f} | "
               f"{last['flops_exact']:.3f} | {last['flops_ideal']:.3f} | "
               f"{last['seconds'] / 60:.1f} min | {cmd} |")
