@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
 import os
 import platform
 import sys
@@ -69,6 +68,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import models as np_models
+from .threads import set_blas_threads
 from .sparse import kernels, masked as masked_mod
 from .sparse.masked import masked_layers
 from .train import trainer as trainer_mod
@@ -87,42 +87,12 @@ RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=1e-4, alpha=5e-6, beta=0.1, cli
 # threads and machine
 # --------------------------------------------------------------------------
 
-def _openblas_libs() -> List[str]:
-    try:
-        with open("/proc/self/maps") as f:
-            return sorted({line.split()[-1] for line in f if "openblas" in line.lower()
-                           and line.split()[-1].startswith("/")})
-    except OSError:
-        return []
-
-
 def set_threads(n: int) -> Dict[str, object]:
-    """Pin BLAS threads of numpy's and scipy's OpenBLAS (and torch, if loaded) to n.
+    """Pin BLAS threads (numpy's and scipy's OpenBLAS) and torch's, if loaded, to n.
 
     Returns what each library reports afterwards.
     """
-    import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS so it is pinned too)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    report = {}
-    for path in _openblas_libs():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    setter.argtypes = [ctypes.c_int]
-                    setter(int(n))
-                    getter.restype = ctypes.c_int
-                    report[os.path.basename(path)] = int(getter())
-                    break
-            else:
-                continue
-            break
+    report = set_blas_threads(n)
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(int(n))

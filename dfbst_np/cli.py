@@ -16,9 +16,11 @@ METHODS = ("dense", "dst", "dfbst")
 
 
 def _train(args) -> int:
+    from .threads import set_blas_threads
     from .train.config import default_config
     from .train.run import Run
 
+    set_blas_threads(args.threads)
     if args.resume:
         run = Run.resume(args.resume)
         if args.epochs:
@@ -111,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="fetch missing data from the mirrors")
     t.add_argument("--out", help="run folder (default runs/MODEL-METHOD-DATASET-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads (default 1: the LeNets' products are too small to share)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
