@@ -9,43 +9,68 @@ timings (non-negative least squares on relative error) and reports, per
 layer, the crossover density that the fitted model predicts beside the one
 read off the timings.
 
-Command and numbers behind ``kernels.COSTS`` (2 shared cores, OpenBLAS
-0.3.31 of the numpy 2.4 wheel using both, scipy 1.17.1, Python 3.11)::
+Command and numbers behind ``kernels.COSTS`` (AMD EPYC, 2 cores, one
+OpenBLAS 0.3.31 thread as numpy 2.4 ships it, scipy 1.17.1, Python 3.11, the
+machine otherwise idle; 2026-11-25)::
 
-    python -c "from dfbst_np.sparse.crossover import measure_crossover; measure_crossover()"
+    OPENBLAS_NUM_THREADS=1 python -c "from dfbst_np.sparse.crossover import measure_crossover; measure_crossover()"
 
-(run at load average 2.2: other jobs held the cores; a quiet rerun is due)
+    costs (ns per element, dense per BLAS thread; call in us), timed with 1 BLAS thread(s)
+      float32: dense 0.0172  sparse 0.082  copy 0.22  build 0.18  build_nnz 6.7  call 16  mask 0.136  sampled 0.386 (copy 0.40, call 1)
+      float64: dense 0.0373  sparse 0.185  copy 0.38  build 0.22  build_nnz 2.2  call 12  mask 0.075  sampled 0.598 (copy 0.50, call 0)
+    crossover density of W_hat, one step (p = 2: forward + backward-data;
+    p = 1: forward only), and predicted crossover support fraction of the sampled product
+      layer                rows  out fan_in  dtype    p predicted measured sampled  (meas.)
+      lenet300 fc1           64  300    784  float32  2     0.113    0.123   0.026    0.051
+      lenet300 fc1           64  300    784  float32  1     0.077    0.091   0.026    0.051
+      lenet300 fc2           64  100    300  float32  2     0.072    0.072   0.019    0.040
+      lenet300 fc2           64  100    300  float32  1     0.028    0.046   0.019    0.040
+      lenet5 conv1        36864   20     25  float32  2     0.203    0.238   0.175    0.208
+      lenet5 conv1        36864   20     25  float32  1     0.198    0.234   0.175    0.208
+      lenet5 conv2         4096   50    500  float32  2     0.206    0.198   0.072    0.091
+      lenet5 conv2         4096   50    500  float32  1     0.203    0.258   0.072    0.091
+      lenet5 fc3             64  500    800  float32  2     0.117    0.131   0.027    0.051
+      lenet5 fc3             64  500    800  float32  1     0.081    0.094   0.027    0.051
+      vgg16 block5 conv     256  512   4608  float32  2     0.179    0.144   0.030    0.109
+      vgg16 block5 conv     256  512   4608  float32  1     0.156    0.133   0.030    0.109
+      vgg16 classifier       64  512    512  float32  2     0.115    0.117   0.027    0.042
+      vgg16 classifier       64  512    512  float32  1     0.078    0.077   0.027    0.042
+      lenet300 fc1           64  300    784  float64  2     0.168    0.182   0.039    0.080
+      lenet300 fc1           64  300    784  float64  1     0.148    0.164   0.039    0.080
+      lenet300 fc2           64  100    300  float64  2     0.138    0.156   0.034    0.060
+      lenet300 fc2           64  100    300  float64  1     0.108    0.143   0.034    0.060
+      lenet5 conv1        36864   20     25  float64  2     0.199    0.275   0.382    0.208
+      lenet5 conv1        36864   20     25  float64  1     0.198    0.288   0.382    0.208
+      lenet5 conv2         4096   50    500  float64  2     0.200    0.173   0.156    0.136
+      lenet5 conv2         4096   50    500  float64  1     0.200    0.239   0.156    0.136
+      lenet5 fc3             64  500    800  float64  2     0.172    0.188   0.040    0.075
+      lenet5 fc3             64  500    800  float64  1     0.152    0.161   0.040    0.075
+      vgg16 block5 conv     256  512   4608  float64  2     0.195    0.172   0.042    0.115
+      vgg16 block5 conv     256  512   4608  float64  1     0.189    0.157   0.042    0.115
+      vgg16 classifier       64  512    512  float64  2     0.170    0.192   0.039    0.064
+      vgg16 classifier       64  512    512  float64  1     0.150    0.145   0.039    0.064
 
-    costs (ns per element; call in us)
-      float32: dense 0.0114  sparse 0.083  copy 0.57  build 0.28  build_nnz 10.1  call 44  sampled 0.289
-      float64: dense 0.0236  sparse 0.202  copy 1.17  build 0.22  build_nnz 2.0  call 25  sampled 0.321
-    crossover density of W_hat, one step (forward + backward-data),
-    and predicted crossover support fraction of the sampled product
-      layer                rows  out fan_in  dtype    predicted measured sampled
-      lenet300 fc1           64  300    784  float32      0.032    0.020   0.020
-      lenet300 fc2           64  100    300  float32      0.000    0.000   0.000
-      lenet5 conv1        36864   20     25  float32      0.000    0.000   0.000
-      lenet5 conv2         4096   50    500  float32      0.000    0.000   0.000
-      lenet5 fc3             64  500    800  float32      0.040    0.025   0.027
-      vgg16 block5 conv     256  512   4608  float32      0.093    0.171   0.035
-      vgg16 classifier       64  512    512  float32      0.035    0.020   0.023
-      lenet300 fc1           64  300    784  float64      0.072    0.057   0.051
-      lenet300 fc2           64  100    300  float64      0.000    0.000   0.000
-      lenet5 conv1        36864   20     25  float64      0.000    0.000   0.000
-      lenet5 conv2         4096   50    500  float64      0.000    0.019   0.000
-      lenet5 fc3             64  500    800  float64      0.081    0.068   0.059
-      vgg16 block5 conv     256  512   4608  float64      0.100    0.239   0.065
-      vgg16 classifier       64  512    512  float64      0.076    0.055   0.054
+``dense`` is per BLAS thread (:func:`~dfbst_np.sparse.kernels.blas_threads`
+divides it). The convolutions are timed in their transposed layout
+(:mod:`dfbst_np.sparse.conv`), which needs no copies. ``copy`` in
+``COSTS`` is 0.43 / 0.94 ns, from the previous fit, in which the
+convolutions still ran in the row layout and their transposed copies
+dominated; the 64-row copies of the linear layers above cannot determine it.
+The sampled product's constants come from the linear layers (the
+convolutions' long rows use one BLAS dot per entry instead, whose cost is
+``kernels.DOT_CALL_US`` and ``kernels.DOT_NS``), and the crossover applies
+``kernels.SAMPLED_IN_STEP`` = 1.5 because inside a training step the
+gathering kernel ran 1.2-2x slower than in this isolated timing: the
+"sampled" column is therefore about half the "(meas.)" one on purpose.
 
 A measured value of 0.000 means the sparse step was slower at every density
 tried with at least one nonzero. The tables say: on this machine the sparse
-products pay off only for the large fully connected layers and the deep
-convolutions with few output positions, below roughly 3-10% density; the
-im2col products of early convolutions (many rows, thin weight) are always
-faster dense, because their sparse path spends more on transposing X2 than
-BLAS spends on the whole product. Timings move by 10-30% with machine load
-(two-thread BLAS suffers most when another process holds a core); rerun on
-another machine and put the returned ``costs`` into ``kernels.COSTS``.
+products pay off below roughly 8-12 % density for the fully connected
+layers (7-9 % for the first layer, which runs only the forward product) and
+below about 20 % for the convolutions in the transposed layout, whose
+products are long enough for scipy's loops. Timings move by 10-30 % with
+machine load (BLAS suffers most when another process holds a core); rerun
+on another machine and put the returned ``costs`` into ``kernels.COSTS``.
 """
 from __future__ import annotations
 
@@ -196,10 +221,12 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
     mask_ns, dense_ns = _relative_nnls(np.array(dfeats, float), np.array(dtimes))
     call_us, build_ns, build_nnz_ns, sparse_ns, copy_ns = _relative_nnls(
         np.array(feats, float), np.array(times))
-    # sampled: its own copies and call overhead, and the rest per multiply-add
-    sfeats = np.array([[m[0] * m[3], 0 if (len(m) > 5 and m[5]) else m[0] * (m[1] + m[2]), 1e3]
-                       for m in sampled], float)
-    stimes = np.array([m[4] * 1e9 for m in sampled])
+    # sampled: its own copies and call overhead, and the rest per multiply-add;
+    # fitted on the row-layout (linear) products only: the convolutions' long
+    # rows run one BLAS dot per entry instead (kernels.DOT_CALL_US, DOT_NS)
+    einsum = [m for m in sampled if not (len(m) > 5 and m[5])]
+    sfeats = np.array([[m[0] * m[3], m[0] * (m[1] + m[2]), 1e3] for m in einsum], float)
+    stimes = np.array([m[4] * 1e9 for m in einsum])
     if len(stimes):
         sampled_ns, s_copy, s_call = _relative_nnls(sfeats, stimes)
     else:

@@ -239,14 +239,14 @@ class KernelCosts:
 #: the command, the machine and the numbers). Replace an entry with the output
 #: of ``measure_crossover()["costs"]`` to recalibrate on another machine.
 COSTS: Dict[np.dtype, KernelCosts] = {
-    np.dtype(np.float32): KernelCosts(dense_ns=0.0176, sparse_ns=0.090, copy_ns=0.43,
-                                      build_ns=0.19, build_nnz_ns=5.9, call_us=17.0,
-                                      sampled_ns=0.286, mask_ns=0.107,
-                                      sampled_copy_ns=0.57, sampled_call_us=0.0),
-    np.dtype(np.float64): KernelCosts(dense_ns=0.0374, sparse_ns=0.188, copy_ns=0.94,
-                                      build_ns=0.23, build_nnz_ns=1.7, call_us=12.0,
-                                      sampled_ns=0.572, mask_ns=0.047,
-                                      sampled_copy_ns=0.56, sampled_call_us=0.0),
+    np.dtype(np.float32): KernelCosts(dense_ns=0.0172, sparse_ns=0.082, copy_ns=0.43,
+                                      build_ns=0.18, build_nnz_ns=6.7, call_us=16.0,
+                                      sampled_ns=0.386, mask_ns=0.136,
+                                      sampled_copy_ns=0.40, sampled_call_us=1.0),
+    np.dtype(np.float64): KernelCosts(dense_ns=0.0373, sparse_ns=0.185, copy_ns=0.94,
+                                      build_ns=0.22, build_nnz_ns=2.2, call_us=12.0,
+                                      sampled_ns=0.598, mask_ns=0.075,
+                                      sampled_copy_ns=0.50, sampled_call_us=0.0),
 }
 
 

@@ -131,3 +131,28 @@ def test_predicted_needs_dfbst():
         Trainer(m, weight_grad="predicted")
     m = models.build("lenet300_100", method="dfbst", weight_grad="predicted")
     assert all(layer.weight_grad == "predicted" for _, layer in masked_layers(m))
+
+
+def test_predicted_run_resumes_exactly(tmp_path):
+    """A predicted run killed after an epoch and resumed ends as the uninterrupted one:
+    the checkpoint's D is the next step's predicted support (run.py restores it)."""
+    from dfbst_np.train.config import default_config
+    from dfbst_np.train.run import Run, load_data
+    cfg = default_config("lenet300_100", "dfbst", dataset="sample", epochs=2, train_limit=320,
+                         test_limit=100, dtype="float64", weight_grad="predicted")
+    data = load_data(cfg)
+    full = Run(cfg, tmp_path / "full", data=data)
+    full.train(progress=False, log=lambda s: None)
+    first = dict(vars(cfg))
+    first["epochs"] = 1
+    half = Run(type(cfg)(**first), tmp_path / "half", data=data)
+    half.train(progress=False, log=lambda s: None)
+    resumed = Run.resume(tmp_path / "half", data=data)
+    resumed.cfg.epochs = 2
+    assert all(layer.dmask is not None for _, layer in masked_layers(resumed.model))
+    resumed.train(progress=False, log=lambda s: None)
+    for _, layer in masked_layers(resumed.model):
+        assert layer.last_weight_grad == "predicted"
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
