@@ -7,8 +7,11 @@ One idea a file:
 * ``backward_mask`` DFBST's backward mask D, the statistic V and dV/du
 * ``masked``        MaskedLinear and MaskedConv2d (engine layer + mask rule)
 * ``kernels``       every product: dense, CSR and sampled, and the automatic choice
+* ``fused``         row-wise passes over W (rank-1 subtraction, row sums by BLAS)
+* ``conv``          im2col/col2im in the transposed layout of the masked convolutions
 * ``crossover``     measuring where sparse products start to pay
 * ``ledger``        training FLOPs per layer and step, exact and ideal
+* ``memory``        the allocator setting a training loop wants
 """
 # Functions named like their modules (step, backward_mask) stay in the modules,
 # so that ``dfbst_np.sparse.step`` is always the module.
