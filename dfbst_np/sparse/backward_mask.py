@@ -19,7 +19,7 @@ late (SPEC: "Objective and optimiser").
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 

@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .fused import row_sums, sub_rows
-from .step import long_tailed, step
+from .step import long_tailed
 
 RESET_DENSITY = 0.01   # the reference zeroes t when a layer keeps <= 1 % of its weights
 

@@ -9,7 +9,7 @@ clipping (DST's mnist/train_argument.py).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional, Tuple
 
