@@ -78,9 +78,9 @@ class _Pool2d(Module):
 
 @dataclass
 class MaxPoolCache:
-    """What MaxPool2d.forward keeps: the winning offset of every window."""
-    argmax: np.ndarray          # (N, C, OH, OW) int, k = i*kw + j
-    xp_shape: tuple             # padded input shape
+    """What MaxPool2d.forward keeps: the padded input and the output."""
+    xp: np.ndarray              # padded input (a reference, not a copy)
+    y: np.ndarray
     y_shape: tuple
 
 
@@ -114,24 +114,30 @@ class MaxPool2d(_Pool2d):
         check_input(self, x, (4,), self.dtype)
         out_hw = self._output_hw(x)
         xp = self._pad(x, -np.inf)
-        y = np.full(x.shape[:2] + out_hw, -np.inf, dtype=self.dtype)
-        argmax = np.zeros(y.shape, dtype=np.intp)
-        for k, index in _window_offsets(self.kernel_size, self.stride, out_hw):
-            v = xp[index]
-            # Strictly greater: an equal later value never displaces the first maximum.
-            better = v > y
-            y = np.where(better, v, y)
-            argmax[better] = k
-        self._cache = MaxPoolCache(argmax=argmax, xp_shape=xp.shape, y_shape=y.shape)
+        y = None
+        for _, index in _window_offsets(self.kernel_size, self.stride, out_hw):
+            # The inputs are finite (check_input), so maximum needs no NaN rule.
+            y = np.array(xp[index]) if y is None else np.maximum(y, xp[index], out=y)
+        self._cache = MaxPoolCache(xp=xp, y=y, y_shape=y.shape)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, C, OH, OW) -> dx (N, C, H, W)."""
+        """dy (N, C, OH, OW) -> dx (N, C, H, W).
+
+        Each window's gradient goes to its first maximal element in row-major
+        window order: offset k takes it where its value equals the maximum and
+        no earlier offset did.
+        """
         check_grad_output(self, dy)
-        argmax = self._cache.argmax
-        dxp = np.zeros(self._cache.xp_shape, dtype=dy.dtype)
-        for k, index in _window_offsets(self.kernel_size, self.stride, dy.shape[2:]):
-            dxp[index] += np.where(argmax == k, dy, 0)
+        xp, y = self._cache.xp, self._cache.y
+        dxp = np.zeros(xp.shape, dtype=dy.dtype)
+        taken = np.zeros(y.shape, dtype=bool)
+        first = np.empty(y.shape, dtype=bool)
+        for _, index in _window_offsets(self.kernel_size, self.stride, dy.shape[2:]):
+            np.equal(xp[index], y, out=first)
+            first &= ~taken
+            taken |= first
+            dxp[index] += dy * first
         self._cache = None
         return self._unpad(dxp)
 
