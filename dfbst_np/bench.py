@@ -244,7 +244,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
 
 def _np_snapshot(tr: Trainer):
     import copy
-    layers = {name: (layer._dkeep, layer._dmask, layer._dnnz) for name, layer in tr.layers}
+    layers = {name: (layer._dkeep, layer._dmask, layer._dflat, layer._dnnz) for name, layer in tr.layers}
     return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
 
 
@@ -254,7 +254,7 @@ def _np_restore(tr: Trainer, snapshot) -> None:
     tr.optimizer.load_state_dict(optim)
     tr.prev = prev
     for name, layer in tr.layers:
-        layer._dkeep, layer._dmask, layer._dnnz = layers[name]
+        layer._dkeep, layer._dmask, layer._dflat, layer._dnnz = layers[name]
 
 
 def _dense_flops(np_dense: Variant) -> float:

@@ -79,18 +79,23 @@ class Optimizer:
         return p.dtype
 
     # -- stepping ----------------------------------------------------------
-    def step(self, grads: Mapping[str, np.ndarray]) -> None:
-        """Update every parameter that has a gradient in ``grads``, in place."""
+    def step(self, grads: Mapping[str, np.ndarray], check_finite: bool = True) -> None:
+        """Update every parameter that has a gradient in ``grads``, in place.
+
+        ``check_finite=False`` skips the NaN/inf scan of every gradient, for a
+        caller that has just checked (a finite total norm, as the trainer's);
+        names, shapes and dtypes are always checked.
+        """
         # A scheduler or the user may have changed lr since the last step.
         self._check_hyper(self.hyperparameters())
-        self._check_grads(grads)
+        self._check_grads(grads, check_finite)
         # All gradients are checked before anything moves, so a bad gradient
         # never leaves the model half updated.
         for name, p in self.params.items():
             if name in grads:
                 self._update(name, p, grads[name])
 
-    def _check_grads(self, grads: Mapping[str, np.ndarray]) -> None:
+    def _check_grads(self, grads: Mapping[str, np.ndarray], finite: bool = True) -> None:
         who = type(self).__name__
         unknown = sorted(set(grads) - set(self.params))
         if unknown:
@@ -103,7 +108,8 @@ class Optimizer:
                 raise ValueError(
                     f"{who}: gradient of '{name}' has shape {g.shape} and dtype {g.dtype.name}, "
                     f"the parameter has shape {p.shape} and dtype {p.dtype.name}")
-            check_finite(g, f"{who}: gradient of '{name}'")
+            if finite:
+                check_finite(g, f"{who}: gradient of '{name}'")
 
     # -- state dicts -------------------------------------------------------
     def hyperparameters(self) -> Dict[str, object]:

@@ -36,25 +36,34 @@ class ForwardMask:
 
     keep (out, fan_in) bool: M as a boolean array (what the kernels use).
     M (out, fan_in): the mask, 0/1 in W's dtype (made from ``keep`` when first read).
-    z (out, fan_in): |W| - tau, the argument of H, where h is evaluated.
     absw (out, fan_in): |W|, reused by the gradient rule.
+    tau (out,): the effective thresholds, in W's dtype.
+    z (out, fan_in): |W| - tau, the argument of H, where h is evaluated; made
+        on first read (the predicted weight gradient needs it on a support
+        only, evaluation not at all).
     nnz: number of kept weights.   reset: whether the reset rule zeroed t in this forward.
     """
 
-    __slots__ = ("keep", "z", "absw", "nnz", "reset", "_M", "dtype")
+    __slots__ = ("keep", "absw", "tau", "nnz", "reset", "_M", "_z", "dtype")
 
-    def __init__(self, keep: np.ndarray, z: np.ndarray, reset: bool, absw: Optional[np.ndarray] = None,
+    def __init__(self, keep: np.ndarray, absw: np.ndarray, tau: np.ndarray, reset: bool,
                  nnz: Optional[int] = None) -> None:
-        self.keep, self.z, self.reset, self.absw = keep, z, bool(reset), absw
+        self.keep, self.absw, self.tau, self.reset = keep, absw, tau, bool(reset)
         self.nnz = int(np.count_nonzero(keep)) if nnz is None else int(nnz)
-        self.dtype = z.dtype
-        self._M = None
+        self.dtype = absw.dtype
+        self._M = self._z = None
 
     @property
     def M(self) -> np.ndarray:
         if self._M is None:
             self._M = self.keep.astype(self.dtype)
         return self._M
+
+    @property
+    def z(self) -> np.ndarray:
+        if self._z is None:
+            self._z = sub_rows(self.absw, self.tau)     # exact: one rounding, as |W| - tau
+        return self._z
 
 
 def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
@@ -85,8 +94,10 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     in every forward, evaluation included, so a layer can never mask itself
     out entirely.
 
-    Four passes over W: |W|, z = |W| - tau (a rank-1 BLAS update, exact),
-    the boolean M, and its count (the float M is made only if someone reads it).
+    Three passes over W: |W|, the boolean M and its count (z = |W| - tau and
+    the float M are made only if someone reads them). ``|W| > tau`` is
+    ``H(|W| - tau)`` exactly: with gradual underflow a difference of two
+    floats rounds to 0 only when they are equal, and never changes sign.
 
     Parameters
     ----------
@@ -95,17 +106,16 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     method : "dst" or "dfbst".
     """
     absw = np.abs(w2)
-    tau = effective_threshold(t, method)[:, 0]
-    z = sub_rows(absw, np.ascontiguousarray(tau, dtype=w2.dtype))
-    keep = np.greater(z, 0)
+    tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
+    keep = np.greater(absw, tau[:, None])
     nnz = int(np.count_nonzero(keep))
     reset = _reset_fires(nnz, keep.size, w2.dtype) if keep.size else False
     if reset:
         t[...] = 0
-        z = absw - effective_threshold(t, method)     # tau = 0: z = |W|
-        keep = np.greater(z, 0)
+        tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
+        keep = np.greater(absw, tau[:, None])
         nnz = int(np.count_nonzero(keep))
-    return ForwardMask(keep=keep, z=z, reset=reset, absw=absw, nnz=nnz)
+    return ForwardMask(keep=keep, absw=absw, tau=tau, reset=reset, nnz=nnz)
 
 
 def _sign_s(t: np.ndarray, method: str, dtype):
@@ -189,7 +199,7 @@ def support_layer_grads(a_s: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: Forw
 
     with dW = 0 off S and the threshold gradient summed over S (an
     approximation of the exact rule unless S holds every entry; see
-    :mod:`dfbst_np.sparse.masked`). Work: two gathers (W and z on S) and
+    :mod:`dfbst_np.sparse.masked`). Work: one gather (W on S) and
     a few passes over S's entries.
 
     Returns
@@ -198,20 +208,21 @@ def support_layer_grads(a_s: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: Forw
     """
     flat = support.flat
     w_s = w2.reshape(-1).take(flat) if w2.flags.c_contiguous else w2.ravel().take(flat)
-    z_s = fm.z.reshape(-1).take(flat)
-    h = _estimate(estimator, z_s, np.empty_like(z_s))
+    absw_s = np.abs(w_s)
+    z_s = absw_s - support.per_entry(fm.tau)     # the entries of z = |W| - tau on S
+    keep_s = np.greater(z_s, 0)
+    h = _estimate(estimator, z_s, z_s)
     G = np.multiply(a_s, w_s)
     if float32_masks:
         _round32(G)
     G *= h
     dt = support.row_sums(G)
     dt *= -_sign_s(t, method, a_s.dtype)
-    np.abs(w_s, out=w_s)
-    np.multiply(a_s, w_s, out=G)
+    np.multiply(a_s, absw_s, out=G)
     if float32_masks:
         _round32(G)
     G *= h
-    values = np.multiply(a_s, np.greater(z_s, 0))
+    values = np.multiply(a_s, keep_s)
     values += G
     return values, dt
 

@@ -118,7 +118,7 @@ class MaskedLayer:
             self._params["threshold"] = np.zeros(out, dtype=self.dtype)
         if method == "dfbst":
             self._params["dthreshold"] = np.zeros(out, dtype=self.dtype)
-        self._mask = self._dmask = self._dkeep = None
+        self._mask = self._dmask = self._dkeep = self._dflat = None
         self._dnnz = None
         self.rows = 0
         self.input_grad = True
@@ -144,28 +144,38 @@ class MaskedLayer:
 
     @property
     def dmask(self):
+        if self._dmask is None and self._dkeep is None and self._dflat is not None:
+            keep = np.zeros(self.weight.size, dtype=bool)
+            keep[self._dflat] = True
+            self._dkeep = keep.reshape(self.weight2d.shape)
         if self._dmask is None and self._dkeep is not None:
             self._dmask = self._dkeep.astype(self.dtype).reshape(self.weight.shape)
         return self._dmask
 
     @dmask.setter
     def dmask(self, value) -> None:
-        self._dmask, self._dkeep = value, None
+        self._dmask, self._dkeep, self._dflat = value, None, None
         self._dnnz = None if value is None else int(np.count_nonzero(value))
 
     def set_backward_mask(self, keep: np.ndarray, nnz: int = None) -> None:
         """Record D of this step as an (out, fan_in) bool array (the trainer's call)."""
-        self._dkeep, self._dmask = keep, None
+        self._dkeep, self._dmask, self._dflat = keep, None, None
         self._dnnz = int(np.count_nonzero(keep)) if nnz is None else int(nnz)
 
-    def _previous_keep(self):
-        """D of the last backward mask as (out, fan_in) booleans, or None."""
+    def set_backward_support(self, flat: np.ndarray) -> None:
+        """Record D of this step as the sorted row-major positions of its ones (the
+        trainer's call for a predicted gradient: D lies inside the support, so this
+        costs work in proportion to the support, not to W)."""
+        self._dflat, self._dkeep, self._dmask = flat, None, None
+        self._dnnz = int(flat.size)
+
+    def _has_previous_mask(self) -> bool:
+        """Whether a backward mask of W's current shape is known."""
+        if self._dflat is not None:
+            return self._dflat.size == 0 or int(self._dflat[-1]) < self.weight.size
         if self._dkeep is None and self._dmask is not None:
             self._dkeep = (np.asarray(self._dmask) != 0).reshape(self.weight.shape[0], -1)
-        keep = self._dkeep
-        if keep is None or keep.shape != self.weight2d.shape:
-            return None
-        return keep
+        return self._dkeep is not None and self._dkeep.shape == self.weight2d.shape
 
     @property
     def density(self) -> float:
@@ -230,10 +240,14 @@ class MaskedLayer:
         return y2
 
     # -- backward ------------------------------------------------------------
-    @staticmethod
-    def _predicted_support(keep: np.ndarray, previous: np.ndarray):
+    def _predicted_support(self, keep: np.ndarray):
         """S = M | D_prev as a row-major :class:`~dfbst_np.sparse.kernels.Support`."""
-        return kernels.support_structure(np.logical_or(keep, previous))
+        if self._dflat is not None:
+            union = keep.copy()
+            union.reshape(-1)[self._dflat] = True
+        else:
+            union = np.logical_or(keep, self._dkeep)
+        return kernels.support_structure(union)
 
     def _weight_product_backward(self, dy2: np.ndarray):
         """dX2 = dY2 W_hat (None when ``input_grad`` is False); grads of weight and threshold.
@@ -256,9 +270,8 @@ class MaskedLayer:
         if self.input_grad:
             dx2 = self._kernel.backward_data_t(dy2) if tr else self._kernel.backward_data(dy2)
         w2, t, fm = self.weight2d, self._params["threshold"], self._fmask
-        previous = self._previous_keep() if self.weight_grad == "predicted" else None
-        if previous is not None:
-            support = self._predicted_support(fm.keep, previous)
+        if self.weight_grad == "predicted" and self._has_previous_mask():
+            support = self._predicted_support(fm.keep)
             a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path, transposed=tr)
             values, dt = support_layer_grads(a_s, w2, t, fm, support, self.method,
                                              self.estimator, self.float32_masks)

@@ -146,10 +146,13 @@ class Trainer:
             V = self.prev.V
 
         grads = model.grads
-        grad_norm, norms = self._checked_norm(grads)
+        view = self._clip_view(grads)
+        grad_norm, norms = self._checked_norm(view)
         if self.clip_norm is not None:
-            clip_grad_norm(grads, self.clip_norm, sq_norms=norms)
-        self.optimizer.step(grads)
+            clip_grad_norm(view, self.clip_norm, sq_norms=norms)
+        self._write_support_grads(grads)
+        # The norm above is finite, so every gradient is, also after clipping.
+        self.optimizer.step(grads, check_finite=False)
 
         return StepStats(
             loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
@@ -170,14 +173,31 @@ class Trainer:
                            float32_masks=first.float32_masks)
         for (_, layer), keep, g, nnz in zip(self.layers, bm.keep, bm.masked, bm.nnz):
             if isinstance(g, SupportGrad):
-                layer._grads["weight"] = g.dense().reshape(layer.weight.shape)
-                keep_dense = np.zeros(g.shape, dtype=bool)
-                keep_dense.reshape(-1)[g.support.flat] = keep
-                layer.set_backward_mask(keep_dense, nnz)
+                layer._support_grad = g          # written into grads after clipping
+                layer.set_backward_support(g.support.flat[keep])
             else:
+                layer._support_grad = None
                 layer._grads["weight"] = g.reshape(layer.weight.shape)
                 layer.set_backward_mask(keep, nnz)
         return bm
+
+    def _clip_view(self, grads: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The gradients in parameter order, a predicted weight gradient as its
+        support's values: the norm and the clipping need only those (dW * D is 0
+        elsewhere), and the dense gradient is written once, already clipped."""
+        support = {f"{name}.weight": layer._support_grad.values
+                   for name, layer in self.layers if layer._support_grad is not None}
+        if not support:
+            return grads
+        return {name: support[name] if name in support else grads[name]
+                for name in self.optimizer.params if name in support or name in grads}
+
+    def _write_support_grads(self, grads: Dict[str, np.ndarray]) -> None:
+        """The (clipped) predicted weight gradients as dense arrays, in the layers and ``grads``."""
+        for name, layer in self.layers:
+            if layer._support_grad is not None:
+                dense = layer._support_grad.dense().reshape(layer.weight.shape)
+                layer._grads["weight"] = grads[f"{name}.weight"] = dense
 
     @staticmethod
     def _checked_norm(grads: Dict[str, np.ndarray]):

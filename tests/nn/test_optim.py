@@ -262,6 +262,11 @@ def test_bad_gradients_are_named_and_change_nothing(opt_cls):
     for k in params:
         assert np.array_equal(params[k], before[k])
     assert opt.state == {}
+    # check_finite=False (a caller that checked already) skips only the NaN/inf scan
+    with pytest.raises(ValueError, match="'fc.bias' has shape"):
+        opt.step(dict(good, **{"fc.bias": np.zeros(5)}), check_finite=False)
+    opt.step(dict(good, **{"fc.threshold": np.array([0, np.nan, 0, 0])}), check_finite=False)
+    assert np.isnan(params["fc.threshold"][1]) and np.isfinite(params["fc.weight"]).all()
 
 
 def test_lr_set_by_hand_is_checked_at_step():

@@ -34,14 +34,14 @@ def set_densities(model, density, rng):
         layer.params["threshold"][...] = -np.quantile(w2, 1 - density, axis=1)
 
 
-def run_pair(name, path, steps, full_support):
+def run_pair(name, path, steps, full_support, clip_norm=1.0):
     rng = np.random.default_rng(0)
     built = []
     for mode in ("exact", "predicted"):
         m = models.build(name, method="dfbst", dtype=np.float64, kernel_path=path,
                          rng=np.random.default_rng(1))
         set_densities(m, 0.3, np.random.default_rng(2))
-        built.append((m, Trainer(m, milestones=(5,), weight_grad=mode)))
+        built.append((m, Trainer(m, milestones=(5,), weight_grad=mode, clip_norm=clip_norm)))
     (m_e, t_e), (m_p, t_p) = built
     data = [(rng.random((8,) + SHAPES[name]), rng.integers(0, 10, 8)) for _ in range(steps)]
     sched = [(1 + k // 2, k % 2 + (k // 2 > 0)) for k in range(steps)]   # epoch 2 steps use V
@@ -73,6 +73,28 @@ def test_full_predicted_support_equals_exact(name, path):
             for key in le.grads:
                 assert rel_err(lp.grads[key], le.grads[key]) <= TOL, (k, n, key)
     assert used_beta
+
+
+def test_predicted_step_clips_the_support_values_as_the_dense_gradient():
+    """The trainer takes the norm of a predicted gradient and clips it on the support's
+    values only (dW * D is 0 elsewhere) and writes the dense gradient afterwards: with
+    clipping active the result equals the exact step's, and the written gradients
+    have the clipped norm."""
+    clip = 1e-3
+    for k, (m_e, s_e), (m_p, s_p) in run_pair("lenet300_100", "auto", 3, True, clip_norm=clip):
+        assert s_e.grad_norm > 10 * clip                          # clipping is active
+        assert rel_err(s_p.grad_norm, s_e.grad_norm) <= TOL
+        for key, g in m_e.grads.items():
+            assert rel_err(m_p.grads[key], g) <= TOL, (k, key)
+        for key, p in m_e.params.items():
+            assert rel_err(m_p.params[key], p) <= TOL, (k, key)
+    # a partial support: the dense gradients written after the step carry the clipped norm
+    for k, _, (m_p, s_p) in run_pair("lenet300_100", "auto", 3, False, clip_norm=clip):
+        norm = np.sqrt(sum(float(np.sum(g * g)) for g in m_p.grads.values()))
+        expected = s_p.grad_norm * clip / (s_p.grad_norm + 1e-6)
+        assert s_p.grad_norm > 10 * clip and rel_err(norm, expected) <= 1e-12, k
+        modes = {layer.last_weight_grad for _, layer in masked_layers(m_p)}
+        assert modes == ({"exact"} if k == 0 else {"predicted"})
 
 
 def test_partial_support_is_what_the_docstring_says():

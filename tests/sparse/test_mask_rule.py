@@ -20,6 +20,24 @@ def test_dfbst_uses_abs_t_and_dst_uses_t(rng):
     np.testing.assert_array_equal(m_dst, (np.abs(w) > t[:, None]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mask_is_the_step_of_z_at_ties_and_tiny_differences(dtype):
+    """M compares |W| with tau directly; it must equal H(|W| - tau) entry for entry,
+    also where |W| == tau (H(0) = 0), one ulp either side, and for subnormal gaps."""
+    tau = np.array([0.25, 1e-37, 0.0], dtype=dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    rows = []
+    for v in tau:
+        rows.append([v, np.nextafter(v, dtype(1)), np.nextafter(v, dtype(-1)), -v, v + tiny, 0.0,
+                     -np.nextafter(v, dtype(1))])
+    w = np.array(rows, dtype=dtype)
+    fm = forward_mask(w, tau.copy(), "dfbst")
+    z = np.abs(w) - tau[:, None]
+    np.testing.assert_array_equal(fm.keep, z > 0)
+    np.testing.assert_array_equal(fm.z, z)              # made on first read, the same numbers
+    assert fm.keep[0, 1] and not fm.keep[0, 0] and not fm.keep[0, 2] and fm.keep[0, 6]
+
+
 @pytest.mark.parametrize("method", ["dst", "dfbst"])
 def test_reset_fires_at_one_percent(rng, method):
     w = rng.uniform(-1, 1, size=(10, 100))
