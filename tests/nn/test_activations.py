@@ -57,3 +57,22 @@ def test_relu_rejects_gradient_of_wrong_shape():
     relu.forward(np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"act1 \(ReLU\).*\(2, 3\)"):
         relu.backward(np.ones((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype, itype", [(np.float32, np.int32), (np.float64, np.int64)])
+def test_relu_is_bitwise_maximum_and_masked_product(dtype, itype, rng):
+    """y is max(x, 0) and dx is dy * [x > 0], bit for bit (signs of zeros included)."""
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    x.flat[::7] = 0.0
+    x.flat[1::7] = -0.0
+    x.flat[2::7] = -np.finfo(dtype).tiny / 4         # negative subnormal
+    x.flat[3::7] = np.finfo(dtype).tiny / 4          # positive subnormal
+    x.flat[4::7] = np.finfo(dtype).max
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy.flat[::5] = -0.0
+    relu = ReLU(dtype=dtype)
+    y = relu.forward(x)
+    dx = relu.backward(dy)
+    np.testing.assert_array_equal(y.view(itype), np.maximum(x, 0).view(itype))
+    np.testing.assert_array_equal(dx.view(itype), np.multiply(dy, x > 0).view(itype))
+    assert y.dtype == dx.dtype == dtype

@@ -136,3 +136,124 @@ def test_pool_rejects_input_smaller_than_the_kernel(cls):
     layer = as_child(cls(5, padding=1), "pool1")
     with pytest.raises(ValueError, match=rf"pool1 \({cls.__name__}\).*smaller than the kernel"):
         layer.forward(np.zeros((1, 1, 2, 2), np.float32))
+
+
+# --- the tiled fast path (kernel == stride, no padding, H and W divisible) ---
+
+# (kernel_size, input shape): all tile exactly
+TILED = [
+    (2, (2, 3, 4, 4)),            # LeNet's pool
+    (2, (1, 1, 2, 2)),            # batch of 1, one window
+    (2, (1, 4, 6, 10)),           # batch of 1, non-square
+    (3, (2, 2, 6, 9)),
+    ((2, 3), (3, 2, 4, 9)),       # rectangular kernel
+    ((1, 2), (2, 2, 3, 4)),
+    (1, (2, 3, 3, 3)),            # 1x1: a copy
+]
+TILED_IDS = [f"k{k}-{'x'.join(map(str, shape))}" for k, shape in TILED]
+
+
+def _general(layer):
+    """The same layer forced onto the general path."""
+    layer._tiles = lambda x: False
+    return layer
+
+
+def _tie_input(fill, shape, rng):
+    if fill == "random":
+        return rng.standard_normal(shape)
+    if fill == "constant":
+        return np.ones(shape)
+    if fill == "zeros":                              # ReLU output: all-zero windows
+        return np.zeros(shape)
+    if fill == "relu":
+        return np.maximum(rng.standard_normal(shape), 0)
+    return rng.integers(0, 3, size=shape).astype(np.float64)   # few_values
+
+
+FILLS = ["random", "constant", "zeros", "relu", "few_values"]
+
+
+@pytest.mark.parametrize("k, s, p, shape, tiled", [
+    (2, None, 0, (2, 3, 4, 4), True),
+    (2, 2, 0, (1, 1, 2, 2), True),
+    (2, None, 0, (1, 1, 5, 4), False),           # odd height: floor mode drops a row
+    (2, None, 0, (1, 1, 4, 5), False),           # odd width
+    (3, 3, 0, (1, 1, 7, 8), False),
+    (2, 2, 1, (1, 1, 4, 4), False),              # padding
+    (3, 2, 1, (2, 2, 7, 7), False),              # overlapping
+    (2, 1, 0, (1, 1, 4, 4), False),              # stride != kernel
+])
+def test_maxpool_takes_the_tiled_path_only_when_windows_tile(k, s, p, shape, tiled, rng):
+    layer = MaxPool2d(k, s, p, dtype=np.float64)
+    layer.forward(rng.standard_normal(shape))
+    assert layer._cache.tiled is tiled
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("k, shape", TILED, ids=TILED_IDS)
+def test_maxpool_tiled_path_is_bitwise_the_general_path(k, shape, fill, dtype, rng):
+    x = _tie_input(fill, shape, rng).astype(dtype)
+    fast, general = MaxPool2d(k, dtype=dtype), _general(MaxPool2d(k, dtype=dtype))
+    y = fast.forward(x)
+    assert fast._cache.tiled
+    yg = general.forward(x)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy.flat[::5] = -0.0                          # -0.0 must come out as the general path's
+    dy.flat[1::5] = 0.0
+    dx, dxg = fast.backward(dy), general.backward(dy)
+    assert y.dtype == dx.dtype == dtype and dx.flags.c_contiguous
+    itype = np.int32 if dtype == np.float32 else np.int64
+    np.testing.assert_array_equal(y.view(itype), yg.view(itype))
+    np.testing.assert_array_equal(dx.view(itype), dxg.view(itype))   # signs of zeros too
+
+
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("k, shape", TILED, ids=TILED_IDS)
+def test_maxpool_tiled_path_matches_torch_including_ties(k, shape, fill, rng):
+    x = _tie_input(fill, shape, rng)
+    layer = MaxPool2d(k, dtype=np.float64)
+    dy = rng.standard_normal(layer.forward(x).shape)
+    assert layer._cache.tiled
+    dx = layer.backward(dy)
+    ty, tdx = torch_pool("max", x, dy, k, k, 0)
+    assert rel_err(layer.forward(x), ty) <= TOL
+    assert rel_err(dx, tdx) <= TOL
+    np.testing.assert_allclose(dx, tdx, rtol=0, atol=1e-14)
+
+
+def test_maxpool_tiled_ties_go_to_the_first_element_in_row_major_order():
+    layer = MaxPool2d(2, dtype=np.float64)
+    # windows: all equal; max at (0,1) and (1,0); max at (1,0) and (1,1); only (1,1)
+    x = np.array([[[[1, 1, 0, 5, 0, 0, 0, 0],
+                    [1, 1, 5, 0, 3, 3, 0, 2]]]], dtype=np.float64)
+    layer.forward(x)
+    dx = layer.backward(np.array([[[[1.0, 2.0, 3.0, 4.0]]]]))
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0, 0, 2, 0, 0, 0, 0],
+                                             [0, 0, 0, 0, 3, 0, 0, 4]])
+
+
+def test_maxpool_tiled_backward_in_blocks_of_samples(monkeypatch, rng):
+    """Blocks of samples (here one or three per block, with a remainder) give the same bits."""
+    import dfbst_np.nn.pooling as pooling
+    x = np.maximum(rng.standard_normal((7, 3, 6, 6)), 0).astype(np.float32)
+    dy = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
+    general = _general(MaxPool2d(2))
+    general.forward(x)
+    ref = general.backward(dy)
+    for nbytes in (1, 3 * x[0].nbytes):
+        monkeypatch.setattr(pooling, "TILED_BLOCK_BYTES", nbytes)
+        layer = MaxPool2d(2)
+        layer.forward(x)
+        np.testing.assert_array_equal(layer.backward(dy).view(np.int32), ref.view(np.int32))
+
+
+def test_maxpool_tiled_path_takes_a_non_contiguous_input(rng):
+    x = rng.standard_normal((4, 4, 3, 2)).transpose(3, 2, 0, 1)     # (2, 3, 4, 4), not contiguous
+    layer, general = MaxPool2d(2, dtype=np.float64), _general(MaxPool2d(2, dtype=np.float64))
+    y, yg = layer.forward(x), general.forward(x)
+    assert layer._cache.tiled
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(y, yg)
+    np.testing.assert_array_equal(layer.backward(dy), general.backward(dy))
