@@ -63,6 +63,13 @@ convolutions' long rows use one BLAS dot per entry instead, whose cost is
 gathering kernel ran 1.2-2x slower than in this isolated timing: the
 "sampled" column is therefore about half the "(meas.)" one on purpose.
 
+Later change: the gathering kernel now gathers with ``take(axis=0)`` into
+reused buffers instead of fancy indexing. Timed against the kernel of the fit
+above on the linear shapes (batch 64 and 256, support 1-8 %, same machine),
+it takes 0.63x the time in float32 and 0.76x in float64 (median), so
+``sampled_ns`` in ``COSTS`` is the fitted value times those ratios (0.386 ->
+0.243, 0.598 -> 0.455); a new ``measure_crossover()`` fits it directly.
+
 A measured value of 0.000 means the sparse step was slower at every density
 tried with at least one nonzero. The tables say: on this machine the sparse
 products pay off below roughly 8-12 % density for the fully connected

@@ -49,7 +49,9 @@ The forward keeps |W|, z = |W| - tau and M as booleans (the float M of the
 ``mask`` attribute is made when read); a sparse path builds CSR arrays of
 W_hat once per forward and reuses their structure when M did not change
 (as in evaluation, where the whole mask is also reused while W and t are
-unchanged). A trainer that does not need the gradient of a layer's input
+unchanged). A predicted layer makes S in its training forward and takes M's
+sparse structure from it (a subset of S's entries), so that one pass over
+the mask finds both. A trainer that does not need the gradient of a layer's input
 (the first layer of a network) sets ``input_grad = False`` for the step and
 the backward-data product is skipped. MaskedConv2d runs its products in the
 transposed layout of :mod:`dfbst_np.sparse.conv` (one column per output
@@ -86,7 +88,9 @@ class MaskedLayer:
     method : "dense", "dst" or "dfbst".
     weight_grad : "exact" or "predicted" (see the module docstring).
     mask : M of the last forward, shaped like W, in W's dtype (None for dense).
-    dmask : D of the last backward mask, shaped like W (set by the trainer).
+    dmask : D of the last backward mask, shaped like W, in W's dtype (set by
+        the trainer; kept as booleans, or for a predicted gradient as the
+        positions of its ones, and made dense when read).
     kernel_path : "dense", "sparse", "auto" or None (None: the global default).
     rows : rows of X2 in the last forward (batch, times positions for conv),
         the N of the cost ledger.
@@ -124,7 +128,7 @@ class MaskedLayer:
         self.input_grad = True
         self.last_weight_grad = None
         self._fmask = self._kernel = self._prev_kernel = None
-        self._support_grad = None
+        self._support_grad = self._step_support = None
         self._defer_weight_grad = False     # set by the trainer: it materialises dW * D itself
         self._eval_cache = None
         self._transposed = False
@@ -209,9 +213,16 @@ class MaskedLayer:
                 and np.array_equal(cache[1], t) and np.array_equal(cache[2], w2)):
             return cache[3], cache[4]
         fm = forward_mask(w2, t, self.method)
+        self._step_support = m_support = None
+        if self.training and self.weight_grad == "predicted" and self._has_previous_mask():
+            # This step's S = M | D_prev, made here so that M's sparse structure is
+            # taken from it (no second pass over W to find M's entries).
+            S = self._step_support = self._predicted_support(fm.keep)
+            m_support = lambda: S.subset(fm.keep.reshape(-1).take(S.flat))
         kernel = kernels.prepare_weight(None, path=self.kernel_path, weight=w2, pattern=fm.keep,
                                         nnz=fm.nnz, products=2 if self.input_grad else 1,
-                                        previous=self._prev_kernel, transposed=transposed)
+                                        previous=self._prev_kernel, transposed=transposed,
+                                        support=m_support)
         if self.training or fm.reset:
             self._eval_cache = None
         else:
@@ -270,8 +281,8 @@ class MaskedLayer:
         if self.input_grad:
             dx2 = self._kernel.backward_data_t(dy2) if tr else self._kernel.backward_data(dy2)
         w2, t, fm = self.weight2d, self._params["threshold"], self._fmask
-        if self.weight_grad == "predicted" and self._has_previous_mask():
-            support = self._predicted_support(fm.keep)
+        support, self._step_support = self._step_support, None
+        if support is not None:
             a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path, transposed=tr)
             values, dt = support_layer_grads(a_s, w2, t, fm, support, self.method,
                                              self.estimator, self.float32_masks)

@@ -174,7 +174,7 @@ class Trainer:
         for (_, layer), keep, g, nnz in zip(self.layers, bm.keep, bm.masked, bm.nnz):
             if isinstance(g, SupportGrad):
                 layer._support_grad = g          # written into grads after clipping
-                layer.set_backward_support(g.support.flat[keep])
+                layer.set_backward_support(np.compress(keep, g.support.flat))
             else:
                 layer._support_grad = None
                 layer._grads["weight"] = g.reshape(layer.weight.shape)

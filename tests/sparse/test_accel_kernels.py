@@ -199,7 +199,7 @@ def test_sampled_kernels_equal_dense_entries(shape, fraction):
     a = dy2.T @ x2
     pattern = mask_of(rng, out, x2.shape[1], fraction)
     support = K.support_structure(pattern)
-    assert support.flat.dtype == np.int32
+    assert support.flat.dtype == np.intp and support.indptr.dtype == support.cols.dtype == np.int32
     r, c = np.nonzero(pattern)
     np.testing.assert_array_equal(support.rows, r)
     np.testing.assert_array_equal(support.cols, c)
@@ -225,6 +225,34 @@ def test_support_row_sums_with_empty_rows(rng):
     assert rel_err(support.row_sums(v), full.sum(axis=1)) <= TOL
     empty = K.support_structure(np.zeros((3, 4), bool))
     assert empty.nnz == 0 and not empty.row_sums(np.zeros(0)).any()
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_support_subset_is_the_support_of_the_sub_pattern(density):
+    """A predicted layer takes M's structure from S = M | D_prev: the subset must be
+    exactly what a pass over M gives (positions, row pointers, columns, widths), and
+    products built from it must equal the ones built by that pass."""
+    rng = np.random.default_rng(3)
+    M = mask_of(rng, 40, 30, density)
+    S_pattern = M | mask_of(rng, 40, 30, 0.2)
+    S = K.support_structure(S_pattern)
+    sub = S.subset(M.reshape(-1).take(S.flat))
+    ref = K.support_structure(M)
+    for a, b in ((sub.flat, ref.flat), (sub.indptr, ref.indptr), (sub.cols, ref.cols)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    w, x = rng.standard_normal((40, 30)), rng.standard_normal((5, 30))
+    called = []
+
+    def source():
+        called.append(1)
+        return sub
+
+    for path in ("sparse", "dense"):
+        k = K.prepare_masked(w, M, path=path, support=source)
+        plain = K.prepare_masked(w, M, path=path)
+        np.testing.assert_array_equal(k.forward(x), plain.forward(x))
+        assert len(called) == (1 if M.any() else 0)    # the dense path never asks for it
 
 
 # ---------------------------------------------------------------- fused passes
