@@ -68,7 +68,8 @@ reused buffers instead of fancy indexing. Timed against the kernel of the fit
 above on the linear shapes (batch 64 and 256, support 1-8 %, same machine),
 it takes 0.63x the time in float32 and 0.76x in float64 (median), so
 ``sampled_ns`` in ``COSTS`` is the fitted value times those ratios (0.386 ->
-0.243, 0.598 -> 0.455); a new ``measure_crossover()`` fits it directly.
+0.243, 0.598 -> 0.455), and ``SAMPLED_IN_STEP`` is 1.2 (see its comment);
+a new ``measure_crossover()`` fits ``sampled_ns`` directly.
 
 A measured value of 0.000 means the sparse step was slower at every density
 tried with at least one nonzero. The tables say: on this machine the sparse

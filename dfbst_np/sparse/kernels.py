@@ -79,9 +79,10 @@ _SAMPLED_CHUNK_BYTES = 1 << 20
 _SAMPLED_MIN_CHUNK = 8
 # The blocked dense kernel of the sampled product computes A in row blocks of
 # about this many bytes. OpenBLAS loses speed on short blocks: for LeNet-300-100's
-# fc1 (300 x 784, batch 256, float32, one thread) blocks of 83 rows (256 KB)
-# took 1.31 ms, 167 rows (512 KB) 1.15 ms, the whole matrix at once 0.98 ms.
-_SAMPLED_BLOCK_BYTES = 1 << 19
+# fc1 (300 x 784, support 15 %, float32, one thread) at batch 256 blocks of
+# 83 rows (256 KB) took 1.22 ms, 167 rows (512 KB) 1.08 ms, 208 rows (640 KB)
+# 1.01 ms, and the whole A at once 0.98 ms (0.31 / 0.29 / 0.28 / 0.26 ms at batch 64).
+_SAMPLED_BLOCK_BYTES = 640 << 10
 
 _default_path = "auto"
 
@@ -364,10 +365,13 @@ def choose_path(density: float, n_rows: Optional[int], out: int, fan_in: int, dt
             else "dense")
 
 
-#: The gathering kernel in a training step runs ~1.5x slower than in the
-#: isolated timing its constants come from (its operands and the gathered rows
-#: are no longer in cache); measured on LeNet-5's fc3 and conv2 products.
-SAMPLED_IN_STEP = 1.5
+#: The gathering kernel in a training step runs slower than in the isolated
+#: timing its constants come from (its operands and the gathered rows are no
+#: longer in cache): ~1.5x for the fancy-indexing kernel (LeNet-5's fc3 and
+#: conv2); 1.2 for the ``take`` kernel puts the crossover where the bench
+#: found it on LeNet-300-100's fc1 (support 5.2 %: gathering as fast at batch
+#: 64 and 17 % faster at batch 256; support 10.4 %: blocked BLAS 30 % faster).
+SAMPLED_IN_STEP = 1.2
 #: Per-entry BLAS dot products (for long rows: convolutions' N*OH*OW positions):
 #: a fixed Python/NumPy call cost per entry and a cost per multiply-add (float32,
 #: one thread, this machine; float64 costs about the same per call).
