@@ -19,14 +19,16 @@ optimiser, and the optimiser never sees a mask.
 Speed without changing the numbers: the layer that reads the network's input
 skips its backward-data product for the step (nothing needs dL/dx there);
 the gradient norm is computed once (one dot product per gradient) and serves
-both the finiteness check and the clipping; glibc is asked to keep freed
+both the finiteness check and the clipping (SGD is told not to scan for NaN
+again); glibc is asked to keep freed
 memory (:func:`~dfbst_np.sparse.memory.keep_freed_memory`), so that each
 step reuses the pages of the previous one (5-7 ms of a LeNet-5 step went to
 page faults); step statistics use the counts
 the masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
 approximation, see :mod:`dfbst_np.sparse.masked`) the layers compute dW only
-on their predicted support and this trainer applies D there and writes
-dW * D into the dense gradient once.
+on their predicted support and this trainer applies D there, takes the
+norm and clips on the support's values, and writes dW * D into the dense
+gradient once.
 """
 from __future__ import annotations
 
