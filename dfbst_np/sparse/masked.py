@@ -45,8 +45,8 @@ mode is measured in the README (LeNet-300-100 and LeNet-5 on Fashion-MNIST).
 
 What each step keeps
 --------------------
-The forward keeps |W|, z = |W| - tau and M as booleans (the float M of the
-``mask`` attribute is made when read); a sparse path builds CSR arrays of
+The forward keeps |W|, tau and M as booleans (z = |W| - tau and the float
+M of the ``mask`` attribute are made when read); a sparse path builds CSR arrays of
 W_hat once per forward and reuses their structure when M did not change
 (as in evaluation, where the whole mask is also reused while W and t are
 unchanged). A predicted layer makes S in its training forward and takes M's
@@ -175,8 +175,8 @@ class MaskedLayer:
 
     def _has_previous_mask(self) -> bool:
         """Whether a backward mask of W's current shape is known."""
-        if self._dflat is not None:
-            return self._dflat.size == 0 or int(self._dflat[-1]) < self.weight.size
+        if self._dflat is not None:          # set by the trainer for these very weights
+            return True
         if self._dkeep is None and self._dmask is not None:
             self._dkeep = (np.asarray(self._dmask) != 0).reshape(self.weight.shape[0], -1)
         return self._dkeep is not None and self._dkeep.shape == self.weight2d.shape
