@@ -32,7 +32,7 @@ strided transpose, which costs less than that for small OW.
 
 Those batch-last transposes (the input, the output, dY and dX, each an
 (rows, N) <-> (N, rows) matrix transpose) are copied a block of rows at a
-time (:func:`_transpose_2d`): NumPy's one-shot transposed copy of a tall
+time (:func:`dfbst_np.nn.transpose.transpose_2d`): NumPy's one-shot transposed copy of a tall
 matrix walks the destination with a stride of a whole row and misses the
 cache on every element; in blocks of ~32 KiB of source rows it runs 2-5x
 faster at batch 256 (LeNet-5's conv2: 1.2 ms -> 0.26 ms for the output).
@@ -43,33 +43,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..nn.im2col import conv_output_size
+from ..nn.transpose import transpose_2d as _transpose_2d
 
 __all__ = ["im2col_t", "col2im_t", "to_output", "from_output", "BATCH_LAST_BELOW"]
 
 #: Output widths below which the positions are ordered batch last.
 BATCH_LAST_BELOW = 16
-
-#: Bytes of source rows that :func:`_transpose_2d` copies per block; about
-#: what stays in L1 while its columns are scattered into the destination.
-TRANSPOSE_BLOCK_BYTES = 32 << 10
-
-
-def _transpose_2d(a: np.ndarray) -> np.ndarray:
-    """(r, c) -> its transpose (c, r), C-contiguous (a copy); same numbers as ``a.T.copy()``.
-
-    Tall matrices (r > c) and large ones are copied in blocks of whole source
-    rows (see the module docstring); small wide ones, where NumPy's own copy
-    is already cache-friendly, in one go.
-    """
-    r, c = a.shape
-    rows = max(16, TRANSPOSE_BLOCK_BYTES // max(1, c * a.itemsize))
-    if rows >= r or (r <= c and a.nbytes <= 1 << 20):
-        return np.ascontiguousarray(a.T)
-    out = np.empty((c, r), dtype=a.dtype)
-    for k in range(0, r, rows):
-        out[:, k:k + rows] = a[k:k + rows].T
-    return out
-
 
 def _pad(x: np.ndarray, padding: int, axes) -> np.ndarray:
     if not padding:
