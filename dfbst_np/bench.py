@@ -27,7 +27,18 @@ that D keeps about the same fraction; and, when PyTorch is installed,
   the weights, ReLU, max pooling, cross-entropy, ``clip_grad_norm_`` and
   ``torch.optim.SGD`` with the reference recipe's settings), run by the
   same :class:`~dfbst_np.reference.ReferenceTrainer`. PyTorch is used only
-  through :mod:`dfbst_np.reference`, the one package that imports it.
+  through :mod:`dfbst_np.reference`, the one package that imports it;
+* ``dfbst_np dfbst-textbook``: ``Trainer(..., textbook=True)``, the step
+  through :mod:`dfbst_np.textbook` with dense products (when the Trainer has it);
+
+all of these with the BLAS and torch threads pinned ("pinned" in the
+``setting`` column); and, at :data:`UNPINNED_DENSITIES`, the library as a
+user meets it, in processes where nothing pinned threads (:data:`UNPINNED`):
+the DFBST step through ``dn.Trainer`` with its defaults ("library
+defaults": the Trainer limits BLAS threads per step, scoped, by
+:func:`dfbst_np.runtime.step_threads`), the same step with every thread the
+process has ("no thread limit"), and the authors' step with torch's own
+default threads.
 
 Method
 ------
@@ -49,7 +60,10 @@ PyTorch profiler's allocation trace for torch, an approximation).
 
 The BLAS thread count is pinned for numpy's and scipy's BLAS (through
 :mod:`dfbst_np.runtime`, i.e. threadpoolctl) and PyTorch
-(``torch.set_num_threads``), and reported. Nothing is asserted: ``--quick`` runs a few steps of small
+(``torch.set_num_threads``), and reported. The nothing-pinned rows are
+timed first, each setting in a child Python process started without the
+thread environment variables (:data:`THREAD_ENV`), so that neither this
+process's pin nor another variant's spinning thread pool reaches them. Nothing is asserted: ``--quick`` runs a few steps of small
 batches so that CI keeps the command alive.
 """
 from __future__ import annotations
