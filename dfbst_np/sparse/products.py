@@ -23,8 +23,9 @@ of 2-D matrices. With :math:`\hat W = W \odot M` of shape (out, fan_in),
   ``dense_*`` functions the products of an unmasked weight; the sampled
   :math:`A` on a support is :mod:`dfbst_np.sparse.sampled`.
 
-The textbook twin of these products is plain ``@`` on :math:`W \odot M`
-(:mod:`dfbst_np.textbook`). Both paths give the same numbers up to
+Their textbook twins are :func:`dfbst_np.textbook.masked_forward` (:math:`Y_2`)
+and :func:`dfbst_np.textbook.masked_backward` (:math:`A` and :math:`dX_2`),
+plain ``@`` on :math:`W \odot M`. Both paths give the same numbers up to
 floating-point rounding (summation order), keep the input dtype (float32 stays
 float32, float64 stays float64) and return C-contiguous arrays. Inputs are
 checked, never cast or broadcast.

@@ -14,8 +14,9 @@ Two kernels compute it, the same numbers up to rounding:
   that hold support entries, keeping those entries (A is never formed whole).
 
 ``"auto"`` compares the support fraction with
-:func:`dfbst_np.sparse.costs.sampled_crossover`. The textbook twin is
-``(dY.T @ X)[D]`` (:func:`dfbst_np.textbook.layer_grads` masks the full A).
+:func:`dfbst_np.sparse.costs.sampled_crossover`. The textbook twin is the
+full :math:`A` of :func:`dfbst_np.textbook.masked_backward` read on the
+support, ``A[rows, cols]``.
 """
 from __future__ import annotations
 
