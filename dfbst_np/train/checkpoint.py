@@ -44,6 +44,9 @@ def kill_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_MKSTEMP_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")    # tempfile's random names
+
+
 def _temp_prefix(path: Path) -> str:
     return path.name + "."
 
@@ -77,7 +80,7 @@ def remove_stale_temp_files(path) -> List[Path]:
     removed = []
     for p in path.parent.glob(_temp_prefix(path) + "*.tmp"):
         middle = p.name[len(_temp_prefix(path)):-len(".tmp")]
-        if p.is_file() and len(middle) == 8 and "." not in middle:
+        if p.is_file() and len(middle) == 8 and set(middle) <= _MKSTEMP_CHARS:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

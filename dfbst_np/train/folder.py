@@ -141,6 +141,8 @@ def read_metrics(path) -> List[Row]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
+            if reader.fieldnames is not None and "epoch" not in reader.fieldnames:
+                raise ValueError("its header has no epoch column")
             for line, row in enumerate(reader, start=2):
                 if None in row or None in row.values() or "epoch" not in row:
                     raise ValueError("wrong number of fields, or no epoch column")

@@ -250,7 +250,10 @@ class Run:
             if d.augment:
                 x = cifar_train_transform(x, rng)
             try:
-                st = tr.step(x, y, epoch=epoch, index=index)
+                # Overflow shows up as inf or NaN, which the layers and the trainer
+                # name below; numpy's warnings would only add noise before that message.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    st = tr.step(x, y, epoch=epoch, index=index)
                 if not np.isfinite(st.loss):
                     raise FloatingPointError(f"the loss is {st.loss}")
             except FloatingPointError as e:
@@ -285,8 +288,9 @@ class Run:
         done = (f"{self.out} keeps the checkpoint of epoch {self.epoch}" if self.epoch
                 else "no epoch had finished")
         return TrainingDivergedError(
-            f"training diverged in epoch {epoch}, {where}: {e}. Try a smaller learning rate "
-            f"(--lr; this run's is {self.cfg.lr:g}); {done}")
+            f"training diverged in epoch {epoch}, {where}: {e}. {done}; start again with a "
+            f"smaller learning rate (--lr; this run's is {self.cfg.lr:g}) in a new --out, or "
+            f"with --overwrite")
 
 
 def _checkpoint_epoch(path: Path, ck: Dict[str, np.ndarray], cfg: RunConfig) -> int:
