@@ -63,7 +63,7 @@ def _resume_conflicts(args, given: set, cfg) -> list:
 
 
 def _train(args, given: set) -> int:
-    from .threads import set_blas_threads
+    from .runtime import set_blas_threads
     from .train.config import RunConfig, default_config
     from .train.folder import CONFIG, check_new_folder, move_aside, resume_hint
     from .train.run import Run

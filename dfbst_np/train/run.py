@@ -20,9 +20,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..models import build
-from ..sparse.masked import masked_layers
 from ..errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
+from ..models import build
+from ..runtime import STEP_THREADS, keep_freed_memory, pinned_blas_threads
+from ..sparse.masked import masked_layers
 from .checkpoint import (check_entries, kill_point, load_checkpoint, save_checkpoint, strip_prefix,
                          with_prefix)
 from .config import RunConfig
@@ -203,6 +204,8 @@ class Run:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise RunFolderError(f"cannot create the run folder {self.out} ({e.strerror or e})") from None
+            if self.cfg.threads is None:      # what the trainer's steps use (runtime.step_threads)
+                self.cfg.threads = pinned_blas_threads() or STEP_THREADS
             self.cfg.save(self.out / CONFIG)
             self.resumed = True
             return
@@ -217,6 +220,7 @@ class Run:
         """Train up to ``cfg.epochs``; after every epoch write the checkpoint, then metrics.csv."""
         from tqdm import tqdm
 
+        keep_freed_memory()     # the run owns its process: steps reuse their pages
         cfg, d = self.cfg, self.data
         self._prepare_folder()
         if self.note:

@@ -338,7 +338,7 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
 # -- 9. threads are recorded; another count on resume warns ------------------------------------
 
 def test_threads_recorded_and_a_change_warns(run_dir, capsys):
-    from dfbst_np.threads import set_blas_threads
+    from dfbst_np.runtime import set_blas_threads
     assert json.loads((run_dir / "config.json").read_text())["threads"] == 1
     try:
         assert main(["train", "--resume", str(run_dir), "--threads", "2", "--no-progress"]) == 0
