@@ -33,7 +33,8 @@ from ..errors import RunFolderError
 from .checkpoint import remove_stale_temp_files
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.csv", "checkpoint.npz"
-START_OVER = "start elsewhere with --out NEW_FOLDER, or start over with --overwrite (which moves the old folder aside)"
+START_OVER = ("start elsewhere with --out NEW_FOLDER, or start over with --overwrite (which moves "
+              "the old folder aside)")
 
 Row = Dict[str, float]
 

@@ -1,20 +1,19 @@
 """Downloads that never end, redirects to other schemes, a damaged CIFAR folder and IDX
 sizes past int64 (issue 12); against a local HTTP server on 127.0.0.1, bounded in time."""
-import http.server
 import struct
-import threading
 import time
 
 import numpy as np
 import pytest
 
 from dfbst_np.cli import main
-from dfbst_np.train.data import CifarFormatError, DownloadError, IdxFormatError, download, load_dataset, parse_idx
+from dfbst_np.train.data import (CifarFormatError, DownloadError, IdxFormatError, download, load_dataset,
+                                 parse_idx)
 from dfbst_np.train.data import datasets as ds
 from dfbst_np.train.data.sources import RemoteFile, Source
 
-from .test_data import cifar_members, md5, write_cifar_archive
-from .test_download import GOOD_MD5, PAYLOAD, _Handler
+from .test_data import cifar_members, write_cifar_archive
+from .test_download import GOOD_MD5, PAYLOAD, _Handler, serve
 
 
 class _SlowHandler(_Handler):
@@ -42,16 +41,8 @@ class _SlowHandler(_Handler):
 
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
-    httpd.routes, httpd.hits = {}, []
-    httpd.daemon_threads = True
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with serve(_SlowHandler) as httpd:
+        yield httpd
 
 
 def test_a_trickling_server_hits_the_overall_deadline(server, tmp_path):
