@@ -163,6 +163,9 @@ def _check_grads(args) -> int:
         from .reference.compare import check_model
     except ImportError as e:
         raise SystemExit(f"error: check-grads needs PyTorch ({e}); pip install torch==2.13.0")
+    if args.batch_size < 1 or args.seed < 0 or not 0 < args.tol < float("inf"):
+        raise ConfigError(f"check-grads needs --batch-size >= 1, --seed >= 0 and a finite --tol > 0, "
+                          f"got {args.batch_size}, {args.seed}, {args.tol}")
     ok = check_model(args.model, args.method, batch_size=args.batch_size, seed=args.seed,
                      tol=args.tol)
     return 0 if ok else 1

@@ -200,13 +200,13 @@ class Run:
         remove stale temporary files, save a changed config, restore metrics.csv."""
         if not self.resumed:
             check_new_folder(self.out)
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise RunFolderError(f"cannot create the run folder {self.out} ({e.strerror or e})") from None
             if self.cfg.threads is None:      # what the trainer's steps use (runtime.step_threads)
                 self.cfg.threads = pinned_blas_threads() or STEP_THREADS
-            self.cfg.save(self.out / CONFIG)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.cfg.save(self.out / CONFIG)
+            except OSError as e:
+                raise RunFolderError(f"cannot write the run folder {self.out} ({e.strerror or e})") from None
             self.resumed = True
             return
         remove_stale_files(self.out)

@@ -137,6 +137,17 @@ def test_bad_values_are_refused_before_anything_is_written(flags, named, tmp_pat
     assert not out.exists()
 
 
+def test_an_unusable_out_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "file" / "sub"), *SMALL]) == 2
+    one_error_line(capsys.readouterr().err, tmp_path / "file" / "sub")
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "file"), *SMALL]) == 2
+    one_error_line(capsys.readouterr().err, tmp_path / "file", "not a folder")
+    assert (tmp_path / "file").read_text() == "x"
+    assert main(["check-grads", "--batch-size", "0"]) == 2
+    one_error_line(capsys.readouterr().err, "--batch-size")
+
+
 @pytest.mark.parametrize("flags, named", [
     (["--densities", "2.0"], "--densities"), (["--densities", "0"], "--densities"),
     (["--batches", "0"], "--batches"),
