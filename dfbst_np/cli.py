@@ -104,15 +104,16 @@ def _train(args, given: set) -> int:
             cfg.epochs, cfg.milestones = 20, (10, 15)   # the one-minute default
         cfg.validate(names={f: _flag(f) for f in given})
         out = Path(args.out or f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
-        if args.overwrite:
-            moved = move_aside(out)
-            if moved is not None:
-                print(f"moved the old {out} aside to {moved}", file=sys.stderr)
-        check_new_folder(out)           # before the data is loaded: fail fast
+        if not args.overwrite:
+            check_new_folder(out)       # before the data is loaded: fail fast
         set_blas_threads(threads)
         make = lambda: Run(cfg, out)    # noqa: E731
     try:
         run = make()
+        if args.overwrite:              # only now that the new run is ready to start
+            moved = move_aside(out)
+            if moved is not None:
+                print(f"moved the old {out} aside to {moved}", file=sys.stderr)
         t0 = time.perf_counter()
         rows = run.train(progress=not args.no_progress)
     except KeyboardInterrupt as e:

@@ -81,6 +81,10 @@ def test_train_into_a_used_folder_is_refused(run_dir, tmp_path, capsys, monkeypa
 
 def test_overwrite_moves_the_old_run_aside(run_dir, capsys):
     before = snapshot(run_dir)
+    # A new run that cannot start leaves the old folder where it was.
+    assert main(["train", "--out", str(run_dir), "--overwrite", "--dataset", "imagenet", *SMALL]) == 2
+    one_error_line(capsys.readouterr().err, "imagenet")
+    assert snapshot(run_dir) == before
     assert main(["train", "--epochs", "1", "--out", str(run_dir), "--overwrite", *SMALL]) == 0
     moved = [p for p in run_dir.parent.iterdir() if p.name.startswith("run.replaced-")]
     assert len(moved) == 1 and "moved the old" in capsys.readouterr().err
