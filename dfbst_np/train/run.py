@@ -106,7 +106,7 @@ class Run:
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
         self.rows: List[Dict[str, float]] = []
-        self.resumed = False              # True once the folder is ours (resumed or started)
+        self.owns_folder = False          # True once resumed, or started in a new folder
         self.note: Optional[str] = None   # what resuming repaired, to tell the user
 
     # -- persistence -----------------------------------------------------
@@ -164,7 +164,7 @@ class Run:
         run = cls(cfg, out, data)
         if ck is not None:
             run._load_state(ck_path, ck)
-        run.epoch, run.rows, run.note, run.resumed = epoch, rows, note, True
+        run.epoch, run.rows, run.note, run.owns_folder = epoch, rows, note, True
         return run
 
     def _load_state(self, path: Path, ck: Dict[str, np.ndarray]) -> None:
@@ -173,17 +173,13 @@ class Run:
             if f"meta/{key}" in ck and str(ck[f"meta/{key}"]) != str(getattr(self.cfg, key)):
                 raise CheckpointError(f"{path}: entry 'meta/{key}' is {str(ck[f'meta/{key}'])!r} "
                                       f"but config.json says {getattr(self.cfg, key)!r}")
-        required = {k: v for k, v in self.state_arrays().items()
-                    if not k.startswith(("history/", "meta/")) or k == "meta/epoch"}
-        optional = {f"meta/{k}": np.array(getattr(self.cfg, k)) for k in META_FIELDS}
-        optional.update({f"optim/momentum_buffer.{name}": p for name, p in self.model.params.items()})
+        # Checked elsewhere: the history by history_rows, the meta strings by value above.
+        checked = {"history/columns", "history/values"} | {f"meta/{k}" for k in META_FIELDS}
+        required = {k: v for k, v in self.state_arrays().items() if k not in checked}
+        optional = {f"optim/momentum_buffer.{name}": p for name, p in self.model.params.items()}
         for name, layer in masked_layers(self.model):
             optional[f"mask/{name}"] = optional[f"dmask/{name}"] = np.zeros(layer.weight.shape, bool)
-        # history/* was checked by history_rows; meta/* strings by value above.
-        entries = {k: v for k, v in ck.items() if not k.startswith(("history/", "meta/"))
-                   or k == "meta/epoch"}
-        optional = {k: v for k, v in optional.items() if not k.startswith("meta/")}
-        check_entries(path, entries, required, optional)
+        check_entries(path, {k: v for k, v in ck.items() if k not in checked}, required, optional)
         try:
             self.model.load_state_dict(strip_prefix("model", ck))
             self.trainer.optimizer.load_state_dict(strip_prefix("optim", ck))
@@ -198,7 +194,7 @@ class Run:
     def _prepare_folder(self) -> None:
         """A new run: refuse a used folder, then write config.json. A resumed one:
         remove stale temporary files, save a changed config, restore metrics.csv."""
-        if not self.resumed:
+        if not self.owns_folder:
             check_new_folder(self.out)
             if self.cfg.threads is None:      # what the trainer's steps use (runtime.step_threads)
                 self.cfg.threads = pinned_blas_threads() or STEP_THREADS
@@ -207,7 +203,7 @@ class Run:
                 self.cfg.save(self.out / CONFIG)
             except OSError as e:
                 raise RunFolderError(f"cannot write the run folder {self.out} ({e.strerror or e})") from None
-            self.resumed = True
+            self.owns_folder = True
             return
         remove_stale_files(self.out)
         if RunConfig.load(self.out / CONFIG) != self.cfg:
