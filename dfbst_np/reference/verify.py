@@ -120,7 +120,8 @@ class NameMap:
             return self.mapping[name]
         for k in self._prefixes:
             if name.startswith(k + "."):
-                return self.mapping[k] + name[len(k):]
+                v = self.mapping[k]
+                return v + name[len(k):] if v else name[len(k) + 1:]
         return name
 
     def mask_paths(self, model: nn.Module) -> Dict[str, str]:
@@ -181,14 +182,18 @@ def build_twin(shapes: Mapping[str, tuple], method: str, float32_masks: bool):
     """
     closest = None
     for arch, key in _ARCH_KEYS.items():
-        if key not in shapes or len(shapes[key]) != 2:
+        # the architecture's last layer, under its own name or under a prefix
+        found = [n for n in shapes if (n == key or n.endswith("." + key)) and len(shapes[n]) == 2]
+        if not found:
             continue
-        model = np_models.build(arch, method=method, num_classes=int(shapes[key][0]),
+        model = np_models.build(arch, method=method, num_classes=int(shapes[found[0]][0]),
                                 dtype=np.float64, float32_masks=float32_masks)
         diff = _state_difference(_shapes(model.state_dict()), shapes)
         if not diff:
             return arch, model
-        closest = closest or (arch, diff)
+        prefix = found[0][:-len(key) - 1]
+        hint = f"name_map={{{prefix!r}: ''}}" if prefix else "name_map={your name: dfbst_np name}"
+        closest = closest or (arch, f"{diff}; pass {hint} or np_model=")
     if closest is None:
         raise VerifyError(
             f"verify: the torch model matches no built-in architecture ({', '.join(_ARCH_KEYS)}, "
@@ -196,7 +201,7 @@ def build_twin(shapes: Mapping[str, tuple], method: str, float32_masks: bool):
             f"({_short(list(shapes))}); pass name_map={{your name: dfbst_np name}} or np_model=")
     arch, diff = closest
     raise VerifyError(f"verify: the torch model does not match dfbst_np's {arch} with method "
-                      f"{method!r}: {diff}; pass name_map={{your name: dfbst_np name}} or np_model=")
+                      f"{method!r}: {diff}")
 
 
 # -- stress -----------------------------------------------------------------
