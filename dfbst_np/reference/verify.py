@@ -64,6 +64,7 @@ import torch.nn as nn
 
 from .. import models as np_models
 from .. import textbook as tb
+from ..sparse.masked import masked_layers as np_masked_layers
 from ..train.config import default_config
 from ..train.trainer import Trainer
 from .capture import StepCapture, resolve_attribute
@@ -398,8 +399,9 @@ class _Run:
                 raise VerifyError(f"verify: the torch model does not match np_model: {diff}")
             self.arch = type(np_model).__name__
         else:
-            # fail on names before running any of the user's code
-            self.arch = build_twin(self._torch_shapes(), method, False)[0]
+            # fail on names before running any of the user's code; the mask
+            # dtype is set once the first step has shown the torch masks
+            self.arch, self._twin = build_twin(self._torch_shapes(), method, False)
         self.input_scale = 1.0
         self.stressed: Dict[str, str] = {}
         self.rows: List[Divergence] = []
@@ -454,7 +456,9 @@ class _Run:
                         "your model exposes no masks, so their dtype is unknown: float32_masks=False "
                         "assumed (pass float32_masks=True if your masks are float32)")
             self.float32_masks = f32
-            self.arch, self.np_model = build_twin(self._torch_shapes(), self.method, f32)
+            self.np_model = self._twin
+            for _, layer in np_masked_layers(self.np_model):
+                layer.float32_masks = bool(f32)
         s = self.settings
         self.trainer = Trainer(self.np_model, lr=s["lr"], momentum=s["momentum"],
                                weight_decay=s["weight_decay"], alpha=s["alpha"], beta=s["beta"],
