@@ -165,6 +165,10 @@ class VerifyReport:
                          f"{count:>16}  {r.max_abs:>11.3e}  {r.max_rel:>11.3e}{flag}")
         return "\n".join(lines)
 
+    def headline(self) -> str:
+        """The report without its table: verdict, first divergence, coverage, warnings."""
+        return str(self).split("\n\n", 1)[0]
+
     def __str__(self) -> str:
         n_bad = len(self.failures())
         verdict = ("OK: your code agrees with dfbst_np" if self.ok else

@@ -40,6 +40,7 @@ USER_CODE = textwrap.dedent('''
             rest = [p for n, p in model.named_parameters() if not n.endswith("threshold")]
             self.optimizer = torch.optim.SGD([{"params": rest}, {"params": t, "weight_decay": 0.0}],
                                              lr=0.1, momentum=0.9, weight_decay=1e-4)
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, [80, 120])
 
 
     def make_step(model):
