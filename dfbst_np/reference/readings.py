@@ -42,6 +42,10 @@ def _read_forward_mask(layer: str, before, ours, theirs, method: str) -> str:
         if np.array_equal(_rows(M_theirs), tb.H(np.abs(W) - tau[:, None])):
             neg = "t < 0 rows" if np.all(t[rows] < 0) else "rows " + str(rows[:5].tolist())
             return f"{rule} ({neg})"
+    tau = tb.effective_threshold(t, method)[:, None]
+    if tb.H(np.abs(W) - tau).mean() <= tb.RESET_DENSITY:
+        return ("the reset rule: M = H(|W| - |t|) keeps at most 1 % here, so t is set to 0 and M "
+                "recomputed with it")
     return f"M = H(|W| - |t|) differs in rows {rows[:5].tolist()} (the threshold or the reset rule)"
 
 

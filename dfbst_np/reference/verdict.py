@@ -64,10 +64,11 @@ class Divergence:
     def describe(self) -> str:
         """One line: what differs, where, how much, and both values at the worst entry."""
         where = f"at epoch {self.epoch}, index {self.index}, stage {self.stage}"
+        verb = "differ" if self.quantity == "logits" else "differs"
         if self.note:
-            return f"{self.quantity} differs {where}: {self.note}"
+            return f"{self.quantity} {verb} {where}: {self.note}"
         at = "" if self.worst_index is None else f" {tuple(int(i) for i in self.worst_index)}"
-        return (f"{self.quantity} differs {where}: {self.mismatched} of {self.total} entries; "
+        return (f"{self.quantity} {verb} {where}: {self.mismatched} of {self.total} entries; "
                 f"worst at{at or ' ()'}: dfbst_np {self.ours!r}, yours {self.theirs!r}")
 
 
