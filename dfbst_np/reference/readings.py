@@ -38,14 +38,15 @@ def _read_forward_mask(layer: str, before, ours, theirs, method: str) -> str:
     W = _rows(before[f"{layer}.weight"])
     t = before[f"{layer}.threshold"]
     rows = np.nonzero(np.any(_rows(M_ours) != _rows(M_theirs), axis=1))[0]
-    for rule, tau in (("thresholds t vs |t|", t), ("thresholds |t| vs t", np.abs(t))):
-        if np.array_equal(_rows(M_theirs), tb.H(np.abs(W) - tau[:, None])):
-            neg = "t < 0 rows" if np.all(t[rows] < 0) else "rows " + str(rows[:5].tolist())
-            return f"{rule} ({neg})"
     tau = tb.effective_threshold(t, method)[:, None]
     if tb.H(np.abs(W) - tau).mean() <= tb.RESET_DENSITY:
         return ("the reset rule: M = H(|W| - |t|) keeps at most 1 % here, so t is set to 0 and M "
                 "recomputed with it")
+    # the other method's threshold: t where SPEC has |t| (dfbst), |t| where it has t (dst)
+    rule, other = (("thresholds t vs |t|", t) if method == "dfbst" else ("thresholds |t| vs t", np.abs(t)))
+    if np.array_equal(_rows(M_theirs), tb.H(np.abs(W) - other[:, None])):
+        neg = "t < 0 rows" if np.all(t[rows] < 0) else "rows " + str(rows[:5].tolist())
+        return f"{rule} ({neg})"
     return f"M = H(|W| - |t|) differs in rows {rows[:5].tolist()} (the threshold or the reset rule)"
 
 
@@ -131,7 +132,7 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
         if stage == "forward" and q == "logits":
             layer = _first_layer([r for r in bad if r.stage == "mask"], ".mask")
             if layer is not None and method != "dense":
-                reading = (f"the forward mask M of {layer}: "
+                reading = (f"{layer}'s forward mask M, "
                            + _read_forward_mask(layer, before, ours, theirs, method))
             else:
                 reading = "the forward differs with identical masks M: the layer products or the architecture"
