@@ -63,6 +63,7 @@ import torch
 import torch.nn as nn
 
 from .. import models as np_models
+from ..errors import DfbstError
 from .. import textbook as tb
 from ..sparse.masked import masked_layers as np_masked_layers
 from ..train.config import default_config
@@ -85,7 +86,7 @@ _ARCH_KEYS = {"lenet300_100": "fc3.weight", "lenet_5": "fc4.weight",
 _MASKS = (".mask", ".dmask")
 
 
-class VerifyError(ValueError):
+class VerifyError(DfbstError, ValueError):
     """verify could not run: its inputs are wrong (names the argument and what was expected)."""
 
 

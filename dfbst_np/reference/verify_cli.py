@@ -25,8 +25,10 @@ from typing import Callable, Tuple
 
 import numpy as np
 
+from ..errors import DfbstError
 
-class UserInputError(ValueError):
+
+class UserInputError(DfbstError, ValueError):
     """A flag of ``verify`` points at something unusable; the message names the flag."""
 
 
