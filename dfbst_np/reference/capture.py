@@ -136,7 +136,8 @@ class StepCapture:
     # -- running -------------------------------------------------------------
     def __enter__(self) -> "StepCapture":
         for name, p in self.model.named_parameters():
-            self._handles.append(p.register_hook(self._on_grad(name)))
+            if p.requires_grad:          # a frozen parameter has no gradient to watch
+                self._handles.append(p.register_hook(self._on_grad(name)))
         self._handles.append(self.model.register_forward_hook(self._on_forward))
         self._handles.append(register_optimizer_step_pre_hook(self._on_step_pre))
         self._handles.append(register_optimizer_step_post_hook(self._on_step_post))

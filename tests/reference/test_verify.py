@@ -83,6 +83,25 @@ def test_reference_verifies_ok(name, stress):
         assert "never exercised" not in str(report)
 
 
+@pytest.mark.parametrize("method", ["dst", "dense"])
+def test_other_methods_verify_ok(method):
+    settings = default_settings(method)
+    torch.manual_seed(0)
+    model = build("lenet300_100", method=method, dtype=torch.float64)
+    trainer = ReferenceTrainer(model, **settings)
+
+    def step(m, x, y, epoch, index):
+        trainer.step(x, y, epoch, index)        # returns nothing: the loss is read from backward
+
+    report = verify(model, step, batches("lenet300_100"), method=method, settings=settings,
+                    stress=True, end_epoch=trainer.end_epoch)
+    assert report.ok, str(report)[:2000]
+    assert any(r.quantity == "loss" for r in report.rows)
+    assert all(report.coverage.values()), report.coverage
+    assert ("t < 0" in report.coverage) == (method == "dst")
+    assert "beta term on" not in report.coverage
+
+
 def test_without_stress_the_report_warns_about_branches_that_never_fired():
     report = run(stress=False, schedule=[(1, 0), (1, 1)])
     assert report.ok

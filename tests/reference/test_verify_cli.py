@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,6 +120,18 @@ def test_checkpoint_is_loaded_weights_only(user_file, tmp_path, capsys):
     assert err.startswith(f"error: --checkpoint {tmp_path / 'lenet5.pth'}: ") and "missing" in err
     assert main(args(user_file, "make_step", "--checkpoint", str(tmp_path / "none.pth"))) == 2
     assert "--checkpoint: no such file" in capsys.readouterr().err
+
+
+def test_sample_batches_take_the_model_input_shape():
+    from dfbst_np.reference.verify_cli import UserInputError, sample_batches
+    (x0, y0), (x1, y1) = sample_batches(2, 4, (3, 32, 32))
+    assert x0.shape == (4, 3, 32, 32) and x0.dtype == np.float64 and y1.shape == (4,)
+    # the 28x28 image sits in the centre of every channel, zeros around it
+    assert np.all(x0[:, :, :2] == 0) and np.all(x0[:, :, 30:] == 0)
+    np.testing.assert_array_equal(x0[:, 0], x0[:, 2])
+    assert x0[:, :, 2:30, 2:30].max() > 0
+    with pytest.raises(UserInputError, match="at least the sample's 28x28"):
+        sample_batches(1, 4, (1, 16, 16))
 
 
 def test_every_flag_has_help():
