@@ -36,9 +36,26 @@ def _is_sample(dataset: str) -> bool:
         return False            # an unknown name is reported when the data is loaded
 
 
+def train_config(args):
+    """The RunConfig of a new run from ``train``'s arguments (the rules of ``train --help``)."""
+    from .train.config import default_config
+    cfg = default_config(args.model, args.method, dataset=args.dataset, epochs=args.epochs,
+                         milestones=args.milestones,
+                         batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
+                         beta=args.beta, seed=args.seed, dtype=args.dtype,
+                         train_limit=args.train_limit, test_limit=args.test_limit,
+                         kernel_path=args.kernel_path, weight_grad=args.weight_grad,
+                         data_root=args.data_root,
+                         download=args.download or None)
+    if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
+        cfg.epochs = args.epochs or SAMPLE_EPOCHS
+        if args.milestones is None:
+            cfg.milestones = sample_milestones(cfg.epochs)
+    return cfg
+
+
 def _train(args) -> int:
     from .threads import set_blas_threads
-    from .train.config import default_config
     from .train.run import Run
 
     set_blas_threads(args.threads)
@@ -47,18 +64,7 @@ def _train(args) -> int:
         if args.epochs:
             run.cfg.epochs = args.epochs
     else:
-        cfg = default_config(args.model, args.method, dataset=args.dataset, epochs=args.epochs,
-                             milestones=args.milestones,
-                             batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
-                             beta=args.beta, seed=args.seed, dtype=args.dtype,
-                             train_limit=args.train_limit, test_limit=args.test_limit,
-                             kernel_path=args.kernel_path, weight_grad=args.weight_grad,
-                             data_root=args.data_root,
-                             download=args.download or None)
-        if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
-            cfg.epochs = args.epochs or SAMPLE_EPOCHS
-            if args.milestones is None:
-                cfg.milestones = sample_milestones(cfg.epochs)
+        cfg = train_config(args)
         out = Path(args.out or f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
         run = Run(cfg, out)
     print(settings_line(run.cfg, run.out, args.threads, resumed_at=run.epoch if args.resume else None),

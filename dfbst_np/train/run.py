@@ -145,9 +145,7 @@ class Run:
                 write_metrics(self.out / "metrics.csv", self.rows)
                 self.epoch = epoch
                 self.save()
-                log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  train {row['train_acc']:.4f}  "
-                    f"test {row['test_acc']:.4f}  density {row['density']:.3f}/{row['bdensity']:.3f}  "
-                    f"flops {row['flops_exact']:.3f}/{row['flops_ideal']:.3f}")
+                log(epoch_line(epoch, row))
         finally:
             bar.close()
         return self.rows
@@ -182,6 +180,13 @@ class Run:
         # Densities after evaluation: the masks of the weights the checkpoint holds.
         row.update(mask_densities(self.model))
         return row
+
+
+def epoch_line(epoch: int, row: Dict[str, float]) -> str:
+    """One epoch's numbers, each labelled: accuracies, densities of M and D, FLOPs so far / dense."""
+    return (f"epoch {epoch:3d}  loss {row['loss']:.4f}, accuracy train {row['train_acc']:.4f} "
+            f"test {row['test_acc']:.4f}, density M {row['density']:.3f} D {row['bdensity']:.3f}, "
+            f"FLOPs/dense exact {row['flops_exact']:.3f} ideal {row['flops_ideal']:.3f}")
 
 
 def write_metrics(path, rows: List[Dict[str, float]]) -> None:
