@@ -55,7 +55,7 @@ def train_config(args):
 
 
 def _train(args) -> int:
-    from .threads import set_blas_threads
+    from .runtime import set_blas_threads
     from .train.run import Run
 
     set_blas_threads(args.threads)

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..models import build
+from ..runtime import keep_freed_memory
 from ..sparse.masked import masked_layers
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_prefix, with_prefix
 from .config import RunConfig
@@ -132,6 +133,7 @@ class Run:
         """Train up to ``cfg.epochs``, writing metrics and a checkpoint after every epoch."""
         from tqdm import tqdm
 
+        keep_freed_memory()     # the run owns its process: steps reuse their pages
         cfg, d = self.cfg, self.data
         self.out.mkdir(parents=True, exist_ok=True)
         cfg.save(self.out / "config.json")
