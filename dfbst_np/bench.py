@@ -724,8 +724,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "(default: benchmarks; with --quick none: nothing is written)")
 
 
-def run_cli(args) -> int:
+def check_args(args) -> None:
+    """Refuse bad values, and an --out that cannot hold the results, before any variant runs."""
+    from .errors import ConfigError
+    for flag in ("threads", "batches", "rounds", "steps"):
+        values = getattr(args, flag)
+        for v in ([] if values is None else values if isinstance(values, list) else [values]):
+            if v < 1:
+                raise ConfigError(f"--{flag} must be positive integers, got {v}")
+    for d in args.densities or ():
+        if not 0 < d <= 1:
+            raise ConfigError(f"--densities must lie in (0, 1], got {d}")
+    out = out_folder(args)
+    try:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot be a folder for the results ({e.strerror or e})") from None
+
+
+def out_folder(args):
+    """Where the CSV and PNG go: --out; else benchmarks/, or nowhere for --quick."""
     from pathlib import Path
+    return Path(args.out) if args.out else None if args.quick else Path("benchmarks")
+
+
+def run_cli(args) -> int:
+    check_args(args)
     quick = args.quick
     kw = dict(models=args.models,
               batches=args.batches or ((8,) if quick else BATCHES),
@@ -736,7 +761,7 @@ def run_cli(args) -> int:
     t0 = time.perf_counter()
     result = run(**kw)
     rows = result["rows"]
-    out = Path(args.out) if args.out else None if quick else Path("benchmarks")
+    out = out_folder(args)
     written = ""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def test_help_shows_the_defaults(capsys):
     assert info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for words in ("(default: lenet300_100)", "(default: dfbst)", "(default: 64)",
-                  "(default: 1)", "20 epochs", "10 and 15 of 20", "80,120",
+                  "(default: 1; with --resume the run's own)", "20 epochs", "10 and 15 of 20", "80,120",
                   "python -m dfbst_np plot RUN_DIR"):
         assert words in text, words
 
