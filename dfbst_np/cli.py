@@ -352,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_plot)
 
     c = sub.add_parser("check-grads", help="compare every gradient with the PyTorch reference",
-                       description="One training step of a model in float64, NumPy against the "
+                       description="One training step of a model in float64, NumPy against the\n"
                                    "PyTorch reference; exits 1 on a mismatch. Needs torch.")
     c.add_argument("--model", choices=MODELS, default="lenet_5", help="network to compare")
     c.add_argument("--method", choices=METHODS, default="dfbst", help="masking method")
@@ -364,7 +364,11 @@ def parser() -> argparse.ArgumentParser:
 
     from .bench import add_arguments as bench_arguments
     b = sub.add_parser("bench", help="time whole training steps: dense, DST, DFBST (exact and "
-                                     "predicted) on each kernel path, against PyTorch")
+                                     "predicted) on each kernel path, against PyTorch",
+                       description="Time whole training steps of the LeNets: dense, DST, DFBST "
+                                   "(exact and\npredicted) on each kernel path, against PyTorch's "
+                                   "reference and dense\ntraining. benchmarks/README.md describes "
+                                   "the method.")
     bench_arguments(b)
     b.set_defaults(func=_bench)
     return p

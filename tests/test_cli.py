@@ -96,6 +96,10 @@ def test_a_run_prints_its_settings_labelled_epochs_and_how_to_plot(tmp_path, cap
         assert words in epochs[0], words
     assert lines[-1] == f"plots (accuracy, density, FLOPs): python -m dfbst_np plot '{out}'"
     assert "2 epochs (lr 0.01 x0.1 after epochs 1)" in "\n".join(lines)
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("lenet300_100 / dst on sample: resuming at epoch 2 of 3, "
+                            "lr 0.01 x0.1 after epochs 1, batch 64"), first
 
 
 def test_sample_milestones():
