@@ -32,9 +32,10 @@ from dfbst_np.nn.im2col import col2im, im2col
 from dfbst_np.nn.linear import Conv2d
 from dfbst_np.sparse import kernels as K
 from dfbst_np.sparse.conv import col2im_t, from_output, im2col_t, to_output
-from dfbst_np.sparse.backward_mask import SupportGrad, backward_mask
+from dfbst_np.sparse.backward_mask import backward_mask
+from dfbst_np.sparse.entries import Entries
 from dfbst_np.sparse.fused import row_sums, sub_rows
-from dfbst_np.sparse.mask_rule import (forward_mask, masked_layer_grads, support_layer_grads)
+from dfbst_np.sparse.mask_rule import forward_mask, layer_grads
 from dfbst_np.sparse.masked import MaskedConv2d, MaskedLinear
 from dfbst_np.sparse.step import long_tailed
 from tests.helpers import rel_err
@@ -294,15 +295,17 @@ def test_gradient_rule_matches_literal_formula(rng, method, float32_masks):
     dW_ref = A * (z > 0) + Gh * np.sign(w)
     s = np.where(t >= 0, 1.0, -1.0) if method == "dfbst" else 1.0
     dt_ref = -s * Gh.sum(axis=1)
-    dW, dt = masked_layer_grads(A.copy(), w, t, fm, method, float32_masks=float32_masks,
-                                overwrite_a=True)
+    dW, dt = layer_grads(Entries(A.copy()), w, t, fm, method, float32_masks=float32_masks,
+                         overwrite_a=True)
+    dW = dW.values
     np.testing.assert_array_equal(dW, dW_ref)                # every entry rounds as the literal one
     assert rel_err(dt, dt_ref) <= TOL
     # the rule on a support is the same rule, entry by entry
     pattern = rng.random(w.shape) < 0.3
     support = K.support_structure(pattern)
-    values, dt_s = support_layer_grads(A[pattern], w, t, fm, support, method,
-                                       float32_masks=float32_masks)
+    values, dt_s = layer_grads(Entries(A[pattern], support), w, t, fm, method,
+                               float32_masks=float32_masks)
+    values = values.values
     np.testing.assert_array_equal(values, dW_ref[pattern])
     assert rel_err(dt_s, -s * np.where(pattern, Gh, 0).sum(axis=1)) <= TOL
 
@@ -340,7 +343,7 @@ def test_backward_mask_dense_and_support_match_literal(rng):
         assert rel_err(bm.masked[k], g[k]) <= TOL and rel_err(bm.grad_u[k], gu[k]) <= TOL
         assert bm.nnz[k] == int(D[k].sum())
     # the same gradients given on a support that holds every entry
-    full = [SupportGrad(K.support_structure(np.ones(s, bool)), dW.ravel().copy())
+    full = [Entries(dW.ravel().copy(), K.support_structure(np.ones(s, bool)))
             for s, dW in zip(shapes, grads)]
     sm = backward_mask(full, us, scale=0.1)
     assert rel_err(sm.V, V) <= TOL
@@ -349,7 +352,7 @@ def test_backward_mask_dense_and_support_match_literal(rng):
         assert rel_err(sm.masked[k].dense(), g[k]) <= TOL and rel_err(sm.grad_u[k], gu[k]) <= TOL
     # on a partial support: dW is taken as zero off it, rows normalise over it
     parts = [rng.random(s) < 0.4 for s in shapes]
-    sparse = [SupportGrad(K.support_structure(p), dW[p]) for p, dW in zip(parts, grads)]
+    sparse = [Entries(dW[p], K.support_structure(p)) for p, dW in zip(parts, grads)]
     D2, g2, V2, gu2 = literal_backward_mask([np.where(p, dW, 0) for p, dW in zip(parts, grads)], us, 0.1)
     pm = backward_mask(sparse, us, scale=0.1)
     assert rel_err(pm.V, V2) <= TOL
