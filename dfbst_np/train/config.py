@@ -40,6 +40,7 @@ class RunConfig:
     test_limit: Optional[int] = None
     kernel_path: Optional[str] = None     # dense, sparse or auto (None: auto)
     weight_grad: str = "exact"            # exact, or predicted (DFBST's accelerated approximation)
+    textbook: bool = False                # run the rule through dfbst_np.textbook (slower, same numbers)
     data_root: Optional[str] = None
     download: bool = False
 
