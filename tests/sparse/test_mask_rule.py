@@ -7,6 +7,7 @@ PyTorch autograd is in tests/reference.
 import numpy as np
 import pytest
 
+from dfbst_np import textbook as tb
 from dfbst_np.sparse.entries import Entries
 from dfbst_np.sparse.mask_rule import forward_mask, layer_grads, threshold_penalty
 from dfbst_np.sparse.step import long_tailed
@@ -52,19 +53,8 @@ def test_reset_fires_at_one_percent(rng, method):
 
 
 def literal_grads(A, w, t, method):
-    """SPEC's dW and dt, one entry at a time."""
-    out, fan = w.shape
-    dW, dt = np.zeros_like(w), np.zeros(out)
-    for i in range(out):
-        tau = abs(t[i]) if method == "dfbst" else t[i]
-        s = (1.0 if t[i] >= 0 else -1.0) if method == "dfbst" else 1.0
-        for j in range(fan):
-            z = abs(w[i, j]) - tau
-            h = float(long_tailed(np.array([z]))[0])
-            m = 1.0 if z > 0 else 0.0
-            dW[i, j] = A[i, j] * (m + abs(w[i, j]) * h)
-            dt[i] += -s * A[i, j] * w[i, j] * h
-    return dW, dt
+    """SPEC's dW and dt: the textbook's rule with the textbook's mask."""
+    return tb.layer_grads(A, w, t, tb.forward_mask(w, t, method)[0], method)
 
 
 @pytest.mark.parametrize("method", ["dst", "dfbst"])
