@@ -9,7 +9,6 @@ One idea a file:
 * ``masked``        MaskedLinear and MaskedConv2d (engine layer + mask rule)
 * ``kernels``       every product: dense, CSR and sampled, and the automatic choice
 * ``fused``         row-wise passes over W (rank-1 subtraction, row sums by BLAS)
-* ``conv``          im2col/col2im in the transposed layout of the masked convolutions
 * ``crossover``     measuring where sparse products start to pay
 * ``ledger``        training FLOPs per layer and step, exact and ideal
 

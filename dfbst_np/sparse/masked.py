@@ -53,32 +53,22 @@ unchanged). A predicted layer makes S in its training forward and takes M's
 sparse structure from it (a subset of S's entries), so that one pass over
 the mask finds both. A trainer that does not need the gradient of a layer's input
 (the first layer of a network) sets ``input_grad = False`` for the step and
-the backward-data product is skipped. MaskedConv2d runs its products in the
-transposed layout of :mod:`dfbst_np.sparse.conv` (one column per output
-position), the same numbers as the engine's Conv2d with cheaper copies and
-sparse products without transposes.
+the backward-data product is skipped. MaskedConv2d is the engine's Conv2d
+(the transposed layout of :mod:`dfbst_np.nn.fast_im2col`) with these hooks.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..nn.checks import check_grad_output, check_input
-from ..nn.linear import Conv2d, Conv2dCache, Linear
+from ..nn.linear import Conv2d, Linear
 from . import kernels
 from .. import textbook as tb
-from .conv import BATCH_LAST_BELOW, col2im_t, from_output, im2col_t, to_output
 from .entries import Entries, Pattern
-from .fused import row_sums
 from .mask_rule import forward_mask, layer_grads
 from .step import get_estimator
 
 METHODS = ("dense", "dst", "dfbst")
 WEIGHT_GRADS = ("exact", "predicted")
-
-
-def _zeros_view(shape, dtype) -> np.ndarray:
-    """A read-only array of zeros that costs no memory (what a skipped dx returns)."""
-    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
 
 
 class MaskedLayer:
@@ -244,9 +234,10 @@ class MaskedLayer:
             self._eval_cache = (key, t.copy(), w2.copy(), fm, kernel)
         return fm, kernel
 
-    def _weight_product(self, x2: np.ndarray) -> np.ndarray:
-        """Y2 = X2 W_hat^T with W_hat = W * M; keeps M and the kernel for the backward."""
-        return self._masked_product(x2, transposed=False)
+    def _weight_product(self, x2: np.ndarray, transposed: bool = False) -> np.ndarray:
+        """Y2 = X2 W_hat^T with W_hat = W * M (or Y2^T = W_hat X2^T); keeps M and the
+        kernel for the backward."""
+        return self._masked_product(x2, transposed)
 
     def _masked_product(self, x2: np.ndarray, transposed: bool) -> np.ndarray:
         """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``."""
@@ -365,17 +356,6 @@ class MaskedLinear(MaskedLayer, Linear):
         Linear.__init__(self, in_features, out_features, bias=bias, dtype=dtype, rng=rng)
         self._init_mask(method, estimator, float32_masks, kernel_path, weight_grad)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, out) -> dx (N, in); fills grads "weight" and "bias" (and "threshold")."""
-        if self.input_grad:
-            return Linear.backward(self, dy)
-        check_grad_output(self, dy)
-        if "bias" in self._params:
-            self._grads["bias"] = dy.sum(axis=0)
-        self._weight_product_backward(dy)
-        self._cache = None
-        return _zeros_view((dy.shape[0], self.in_features), self.dtype)
-
     def extra_repr(self) -> str:
         extra = f", weight_grad={self.weight_grad!r}" if self.weight_grad != "exact" else ""
         return super().extra_repr() + f", method={self.method!r}" + extra
@@ -395,41 +375,6 @@ class MaskedConv2d(MaskedLayer, Conv2d):
         Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
                         padding=padding, bias=bias, dtype=dtype, rng=rng)
         self._init_mask(method, estimator, float32_masks, kernel_path, weight_grad)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (N, C_in, H, W) -> y (N, C_out, OH, OW), in the transposed layout of
-        :mod:`dfbst_np.sparse.conv` (same numbers as :class:`~dfbst_np.nn.linear.Conv2d`)."""
-        check_input(self, x, (4,), self.dtype, {1: self.in_channels})
-        n, _, oh, ow = y_shape = self.output_shape(x.shape)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"{self.describe()}: input {x.shape} is smaller than the kernel "
-                             f"{self.kernel_size} with padding {self.padding}")
-        self._batch_last = ow < BATCH_LAST_BELOW
-        cols_t = im2col_t(x, *self.kernel_size, self.stride, self.padding,
-                          self._batch_last)                                  # (C*kh*kw, N*OH*OW)
-        y2t = self._masked_product(cols_t, transposed=True)                  # (C_out, N*OH*OW)
-        if "bias" in self._params:
-            y2t += self._params["bias"][:, None]
-        self._cache = Conv2dCache(x_shape=x.shape, y_shape=y_shape)
-        return to_output(y2t, n, oh, ow, self._batch_last)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, C_out, OH, OW) -> dx (N, C_in, H, W); fills grads "weight" and "bias".
-
-        With ``input_grad`` False neither dX2 nor col2im is computed and a
-        read-only view of zeros is returned.
-        """
-        check_grad_output(self, dy)
-        dy2t = from_output(dy, self._batch_last)
-        if "bias" in self._params:
-            self._grads["bias"] = row_sums(dy2t)
-        dcols_t = self._weight_product_backward(dy2t)
-        x_shape = self._cache.x_shape
-        self._cache = None
-        if dcols_t is None:
-            return _zeros_view(x_shape, self.dtype)
-        return col2im_t(dcols_t, x_shape, *self.kernel_size, self.stride, self.padding,
-                        self._batch_last)
 
     def extra_repr(self) -> str:
         extra = f", weight_grad={self.weight_grad!r}" if self.weight_grad != "exact" else ""

@@ -32,7 +32,7 @@ from dfbst_np import textbook as tb
 from dfbst_np.nn.im2col import col2im, im2col
 from dfbst_np.nn.linear import Conv2d
 from dfbst_np.sparse import kernels as K
-from dfbst_np.sparse.conv import col2im_t, from_output, im2col_t, to_output
+from dfbst_np.nn.fast_im2col import col2im_t, from_output, im2col_t, to_output
 from dfbst_np.sparse.backward_mask import backward_mask
 from dfbst_np.sparse.entries import Entries
 from dfbst_np.sparse.fused import row_sums, sub_rows
