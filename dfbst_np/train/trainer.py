@@ -261,7 +261,7 @@ class Trainer:
         and take the SGD step. Returns the norm before clipping."""
         grads = self.model.grads
         view = self._clip_view(grads, used)
-        grad_norm, norms = _checked_norm(view)
+        grad_norm, norms = self._checked_norm(view)
         if self.clip_norm is not None:
             clip_grad_norm(view, self.clip_norm, sq_norms=norms)
         if used is not None:
@@ -285,6 +285,27 @@ class Trainer:
             return grads
         return {name: used[name].values if name in used else grads[name]
                 for name in self.optimizer.params if name in used or name in grads}
+
+    @staticmethod
+    def _checked_norm(grads: Dict[str, np.ndarray]):
+        """Total L2 norm of all gradients and the per-gradient squared norms (float64).
+
+        Each squared norm is one dot product in the gradient's dtype; a float32
+        one that overflows (|g| beyond ~1.8e19) is taken again in float64, so a
+        large but finite gradient is clipped rather than reported. A NaN or inf
+        raises FloatingPointError naming the first such gradient.
+        """
+        sq = []
+        for name, g in grads.items():
+            flat = g.reshape(-1)
+            value = float(np.dot(flat, flat))
+            if not np.isfinite(value) and flat.dtype != np.float64:
+                flat = flat.astype(np.float64)
+                value = float(np.dot(flat, flat))
+            if not np.isfinite(value):
+                raise FloatingPointError(f"Trainer: the gradient of {name!r} contains NaN or inf")
+            sq.append(value)
+        return float(np.sqrt(sum(sq))), sq
 
     # -- the trace --------------------------------------------------------------
     def _grads_for_trace(self) -> Dict[str, np.ndarray]:
@@ -328,27 +349,6 @@ class Trainer:
         return self.optimizer.lr
 
 
-def _checked_norm(grads: Dict[str, np.ndarray]):
-    """Total L2 norm of all gradients and the per-gradient squared norms (float64).
-
-    Each squared norm is one dot product in the gradient's dtype; a float32
-    one that overflows (|g| beyond ~1.8e19) is taken again in float64, so a
-    large but finite gradient is clipped rather than reported. A NaN or inf
-    raises FloatingPointError naming the first such gradient.
-    """
-    sq = []
-    for name, g in grads.items():
-        flat = g.reshape(-1)
-        value = float(np.dot(flat, flat))
-        if not np.isfinite(value) and flat.dtype != np.float64:
-            flat = flat.astype(np.float64)
-            value = float(np.dot(flat, flat))
-        if not np.isfinite(value):
-            raise FloatingPointError(f"Trainer: the gradient of {name!r} contains NaN or inf")
-        sq.append(value)
-    return float(np.sqrt(sum(sq))), sq
-
-
 def _textbook_backward_mask(dWs, us, scale: float, estimator, float32_masks: bool) -> BackwardMask:
     """:func:`dfbst_np.textbook.backward_mask` on the layers' loss gradients, as a
     :class:`~dfbst_np.sparse.backward_mask.BackwardMask` (the textbook knows only
@@ -389,6 +389,8 @@ def model_dtype(model) -> np.dtype:
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 100):
     """Accuracy and mean cross-entropy of ``model`` in eval mode, batch by batch."""
+    if len(images) == 0:
+        raise ValueError("evaluate: no images to evaluate (N = 0)")
     model.eval()
     loss_fn = CrossEntropyLoss(dtype=model_dtype(model))
     correct, loss_sum = 0, 0.0
