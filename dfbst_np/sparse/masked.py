@@ -243,7 +243,10 @@ class MaskedLayer:
         return self._masked_product(x2, transposed)
 
     def _masked_product(self, x2: np.ndarray, transposed: bool) -> np.ndarray:
-        """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``."""
+        """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``.
+
+        Textbook twins: :func:`dfbst_np.textbook.forward_mask` and
+        :func:`dfbst_np.textbook.masked_forward`."""
         self.rows = x2.shape[1] if transposed else x2.shape[0]
         self._transposed = transposed
         self._product_input = x2
