@@ -92,6 +92,7 @@ def train_config(args):
                          beta=args.beta, seed=args.seed, dtype=args.dtype,
                          train_limit=args.train_limit, test_limit=args.test_limit,
                          kernel_path=args.kernel_path, weight_grad=args.weight_grad,
+                         textbook=args.textbook or None,
                          data_root=args.data_root, threads=args.threads,
                          download=args.download or None)
     if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
@@ -338,6 +339,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-grad", choices=("exact", "predicted"),
                    help="exact: the paper's DFBST (default); predicted: the accelerated "
                         "approximation, dW only on the support M | previous D (dfbst only)")
+    t.add_argument("--textbook", action="store_true", default=False,
+                   help="run every step through dfbst_np.textbook with dense products: "
+                        "the same numbers as the default fast path, slower (exact weight "
+                        "gradient only; default: off, the fast path)")
     t.add_argument("--data-root", help="data folder (default: $DFBST_DATA or ~/.cache/dfbst_np)")
     t.add_argument("--download", action="store_true",
                    help="fetch missing data from the mirrors, checked against the published "

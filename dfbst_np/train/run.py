@@ -71,7 +71,7 @@ def build_model(cfg: RunConfig, num_classes: int):
 def build_trainer(cfg: RunConfig, model) -> Trainer:
     return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                    alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma)
+                   milestones=cfg.milestones, gamma=cfg.gamma, textbook=cfg.textbook)
 
 
 def mask_densities(model) -> Dict[str, float]:
