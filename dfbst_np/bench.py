@@ -74,6 +74,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -231,9 +232,9 @@ def _np_flops(tr: Trainer, predicted: bool) -> float:
         if layer.method == "dense":
             total += LayerCost(name, layer.rows, numel, numel, numel).dense_flops
             continue
-        sg = layer._support_grad
-        if predicted and sg is not None:
-            total += LayerCost(name, layer.rows, numel, layer.mask_nnz, sg.support.nnz).ideal_flops
+        g = layer.loss_grad()
+        if predicted and not g.full:
+            total += LayerCost(name, layer.rows, numel, layer.mask_nnz, g.values.size).ideal_flops
         else:
             total += LayerCost(name, layer.rows, numel, layer.mask_nnz, numel).exact_flops
     return float(total)
@@ -278,7 +279,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
 
 def _np_snapshot(tr: Trainer):
     import copy
-    layers = {name: (layer._dkeep, layer._dmask, layer._dflat, layer._dnnz) for name, layer in tr.layers}
+    layers = {name: layer.backward_mask for name, layer in tr.layers}
     return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
 
 
@@ -288,7 +289,7 @@ def _np_restore(tr: Trainer, snapshot) -> None:
     tr.optimizer.load_state_dict(optim)
     tr.prev = prev
     for name, layer in tr.layers:
-        layer._dkeep, layer._dmask, layer._dflat, layer._dnnz = layers[name]
+        layer.set_backward_mask(layers[name])
 
 
 def _dense_flops(np_dense: Variant) -> float:
@@ -404,8 +405,7 @@ def _instrumented(v: Variant, timer: _PartTimer):
         (kernels, "sampled_product_csr", "weight_grad"),
         (masked_mod.MaskedLayer, "_predicted_support", "weight_grad"),
         (masked_mod, "forward_mask", "masks"),
-        (masked_mod, "masked_layer_grads", "masks"),
-        (masked_mod, "support_layer_grads", "masks"),
+        (masked_mod, "layer_grads", "masks"),
         (trainer_mod, "threshold_penalty", "masks"),
         (Trainer, "_apply_backward_mask", "masks"),
         (Trainer, "_checked_norm", "optimiser"),
@@ -443,6 +443,34 @@ def part_times(v: Variant, steps: int) -> Dict[str, float]:
     return parts
 
 
+# What torch writes to stderr (file descriptor 2, from C++) around every memory-profiled
+# step, none of it about the run: kineto logs each profiler start and stop
+# ("USDT: ... SyncActivityProfilerHandler.cpp ... profiler_start"), and c10's CPU allocator
+# warns once that blocks allocated before profiling started will not be counted (they
+# are not meant to be: the peak is taken above the step's start). Neither can be turned
+# off from Python once torch is loaded.
+_PROFILER_NOISE = re.compile(r"SyncActivityProfilerHandler|\] profiler_st(art|op)\b|"
+                             r"allocated before the profiling started")
+
+
+@contextmanager
+def _without_profiler_noise():
+    """Hold back the profiler's own lines on stderr; pass every other line on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _PROFILER_NOISE.search(line):
+                    sys.stderr.write(line)
+
+
 def peak_memory(v: Variant) -> float:
     """Peak bytes allocated during one step above what was live at its start."""
     v.restore()
@@ -458,7 +486,8 @@ def peak_memory(v: Variant) -> float:
     torch = _torch()
     try:
         profiler = torch.profiler
-        with profiler.profile(activities=[profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _without_profiler_noise(), \
+                profiler.profile(activities=[profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             v.step()
         cur = peak = 0
         for e in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -909,42 +938,56 @@ def main(argv=None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="a few steps of small batches at two densities (CI): timings printed only")
-    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default 1)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--batches", nargs="+", type=int)
-    p.add_argument("--densities", nargs="+", type=float)
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch variants")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--steps", type=int, help="timed steps per variant per round")
+                   help="a few steps of batch 8 at two densities (CI): timings printed only, no "
+                        "file written unless --out is given")
+    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default: 1)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help=f"networks to time (default: {' '.join(MODELS)})")
+    p.add_argument("--batches", nargs="+", type=int,
+                   help=f"batch sizes (default: {' '.join(map(str, BATCHES))}; --quick 8)")
+    p.add_argument("--densities", nargs="+", type=float,
+                   help=f"target forward densities (default: {' '.join(f'{d:g}' for d in DENSITIES)}; "
+                        "--quick 0.2 0.02)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the PyTorch variants (default: time them when torch is installed)")
+    p.add_argument("--rounds", type=int,
+                   help="round-robin rounds over all variants (default: 6; --quick 2)")
+    p.add_argument("--steps", type=int,
+                   help="timed steps per variant per round (default: 5; --quick 2)")
+    p.add_argument("--out", help="folder for bench.csv and bench.png (bench-quick.* with --quick) "
+                                 "(default: benchmarks; with --quick none: nothing is written)")
     p.add_argument("--unpinned-densities", nargs="*", type=float,
-                   help="densities of the nothing-pinned rows, timed in a child process "
-                        "(default 0.1; 0.2 with --quick; none: skip them)")
-    p.add_argument("--out", default="benchmarks", help="folder for bench.csv and bench.png")
+                   help="densities of the nothing-pinned rows, each setting timed in a child "
+                        "process (default: 0.1; --quick 0.2; none: skip them)")
 
 
 def check_args(args) -> None:
     """Refuse bad values, and an --out that cannot hold the results, before any variant runs."""
-    from pathlib import Path
-
     from .errors import ConfigError
     for flag in ("threads", "batches", "rounds", "steps"):
         values = getattr(args, flag)
         for v in ([] if values is None else values if isinstance(values, list) else [values]):
             if v < 1:
                 raise ConfigError(f"--{flag} must be positive integers, got {v}")
-    for d in args.densities or ():
-        if not 0 < d <= 1:
-            raise ConfigError(f"--densities must lie in (0, 1], got {d}")
-    out = Path(args.out)
+    for flag in ("densities", "unpinned_densities"):
+        for d in getattr(args, flag) or ():
+            if not 0 < d <= 1:
+                raise ConfigError(f"--{flag.replace('_', '-')} must lie in (0, 1], got {d}")
+    out = out_folder(args)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot be a folder for the results ({e.strerror or e})") from None
 
 
-def run_cli(args) -> int:
+def out_folder(args):
+    """Where the CSV and PNG go: --out; else benchmarks/, or nowhere for --quick."""
     from pathlib import Path
+    return Path(args.out) if args.out else None if args.quick else Path("benchmarks")
+
+
+def run_cli(args) -> int:
     check_args(args)
     quick = args.quick
     kw = dict(models=args.models,
@@ -958,11 +1001,14 @@ def run_cli(args) -> int:
     t0 = time.perf_counter()
     result = run(**kw)
     rows = result["rows"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "bench-quick" if quick else "bench"
-    write_csv(rows, out / f"{stem}.csv")
-    plot(rows, out / f"{stem}.png", threads=args.threads)
+    out = out_folder(args)
+    written = ""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "bench-quick" if quick else "bench"
+        write_csv(rows, out / f"{stem}.csv")
+        plot(rows, out / f"{stem}.png", threads=args.threads)
+        written = f"; wrote {out / (stem + '.csv')} and {out / (stem + '.png')}"
     print()
     print(markdown_table(rows))
     print()
@@ -976,8 +1022,7 @@ def run_cli(args) -> int:
     print()
     for line in targets(rows):
         print(line)
-    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s; "
-          f"wrote {out / (stem + '.csv')} and {out / (stem + '.png')}")
+    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s{written}")
     return 0
 
 

@@ -8,7 +8,7 @@ im2col and batch shapes of the LeNets; see benchmarks/README.md). The numbers
 are the same bit for bit: a copy does no arithmetic.
 
 The sparse products (:mod:`dfbst_np.sparse.products`) and the masked
-convolutions' layout (:mod:`dfbst_np.sparse.conv`) both use it.
+convolutions' layout (:mod:`dfbst_np.nn.fast_im2col`) both use it.
 """
 from __future__ import annotations
 

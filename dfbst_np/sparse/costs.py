@@ -188,7 +188,7 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
         Products per step on this weight.
     transposed : bool
         The operands come as X2^T and dY2^T (the masked convolutions' layout,
-        :mod:`dfbst_np.sparse.conv`): the sparse products need no transposed
+        :mod:`dfbst_np.nn.fast_im2col`): the sparse products need no transposed
         copies, :math:`c_\mathrm{copy} = 0`, and :math:`c_\mathrm{sparse}` is
         multiplied by :data:`SPARSE_IN_STEP_T` (measured in training steps).
     structure_given : bool

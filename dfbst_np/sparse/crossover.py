@@ -17,7 +17,7 @@ core)::
 
 and put the returned ``costs`` into :data:`dfbst_np.sparse.costs.COSTS`.
 ``dense`` is fitted per BLAS thread. The convolutions are timed in their
-transposed layout (:mod:`dfbst_np.sparse.conv`), which needs no copies; the
+transposed layout (:mod:`dfbst_np.nn.fast_im2col`), which needs no copies; the
 sampled product's constants come from the linear layers (the convolutions'
 long rows use one BLAS dot per entry, :data:`~dfbst_np.sparse.costs.DOT_CALL_US`
 and :data:`~dfbst_np.sparse.costs.DOT_NS`). A measured crossover of 0.000
@@ -237,7 +237,7 @@ def _sampled_crossing(gathered, t_blocked: float) -> float:
 
 
 def _is_conv(name: str) -> bool:
-    """Convolutions run their products in the transposed layout (:mod:`dfbst_np.sparse.conv`)."""
+    """Convolutions run their products in the transposed layout (:mod:`dfbst_np.nn.fast_im2col`)."""
     return "conv" in name
 
 

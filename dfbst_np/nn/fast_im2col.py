@@ -1,6 +1,7 @@
-r"""im2col and col2im in the transposed, channels-first layout of the masked convolutions.
+r"""im2col and col2im in the transposed layout that :class:`~dfbst_np.nn.linear.Conv2d` runs on.
 
-:mod:`dfbst_np.nn.im2col` builds X2 with one row per output position,
+:mod:`dfbst_np.nn.im2col` (the textbook version, kept for teaching and tested
+equal to this one) builds X2 with one row per output position,
 (N*OH*OW, C*kh*kw). Here the same numbers are laid out transposed,
 
 .. math::
@@ -42,8 +43,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..nn.im2col import conv_output_size
-from ..nn.transpose import transpose_2d as _transpose_2d
+from .im2col import conv_output_size
+from .transpose import transpose_2d
 
 __all__ = ["im2col_t", "col2im_t", "to_output", "from_output", "BATCH_LAST_BELOW"]
 
@@ -68,7 +69,7 @@ def im2col_t(x: np.ndarray, kh: int, kw: int, stride: int, padding: int,
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
     if batch_last:
-        xt = _transpose_2d(x.reshape(n, c * h * w)).reshape(c, h, w, n)
+        xt = transpose_2d(x.reshape(n, c * h * w)).reshape(c, h, w, n)
         xt = _pad(xt, padding, (1, 2))                                              # (C, H, W, N)
         sc, sh, sw, sn = xt.strides
         windows = as_strided(xt, shape=(c, kh, kw, oh, ow, n),
@@ -98,7 +99,7 @@ def col2im_t(cols_t: np.ndarray, x_shape, kh: int, kw: int, stride: int, padding
             # the reshape below then copies the cropped view once more; padding
             # is not the case this layout is for (LeNet-5 has none)
             dxp = dxp[:, padding:-padding, padding:-padding, :]
-        return _transpose_2d(dxp.reshape(c * h * w, n)).reshape(n, c, h, w)
+        return transpose_2d(dxp.reshape(c * h * w, n)).reshape(n, c, h, w)
     else:
         dxp = np.zeros((n, c, hp, wp), dtype=cols_t.dtype)
         c6 = cols_t.reshape(c, kh, kw, n, oh, ow)
@@ -114,12 +115,12 @@ def col2im_t(cols_t: np.ndarray, x_shape, kh: int, kw: int, stride: int, padding
 def to_output(y2t: np.ndarray, n: int, oh: int, ow: int, batch_last: bool = False) -> np.ndarray:
     """Y2^T (out, positions) -> y (N, out, OH, OW), C-contiguous."""
     if batch_last:
-        return _transpose_2d(y2t.reshape(-1, n)).reshape(n, -1, oh, ow)
+        return transpose_2d(y2t.reshape(-1, n)).reshape(n, -1, oh, ow)
     return np.ascontiguousarray(y2t.reshape(-1, n, oh, ow).transpose(1, 0, 2, 3))
 
 
 def from_output(dy: np.ndarray, batch_last: bool = False) -> np.ndarray:
     """dy (N, out, OH, OW) -> dY2^T (out, positions) in the same order, C-contiguous."""
     if batch_last:
-        return _transpose_2d(dy.reshape(dy.shape[0], -1)).reshape(dy.shape[1], -1)
+        return transpose_2d(dy.reshape(dy.shape[0], -1)).reshape(dy.shape[1], -1)
     return np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(dy.shape[1], -1)
