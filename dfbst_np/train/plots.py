@@ -5,6 +5,7 @@ model, the method and the data."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,7 +25,8 @@ def run_title(model: str, method: str, dataset: str) -> str:
 
 def readable_log_axis(ax, which: str = "y") -> None:
     """Plain tick labels ('0.5', '2', '1e-05') on a log axis instead of '6x10^0';
-    minor ticks are labelled only when the axis spans less than about a decade and a half."""
+    minor ticks are labelled only when the axis spans less than two decades
+    (at 2, 3 and 5 times a power of 10, or all of them below half a decade)."""
     import matplotlib.ticker as ticker
 
     class _Plain(ticker.Formatter):
@@ -34,7 +36,10 @@ def readable_log_axis(ax, which: str = "y") -> None:
         def __call__(self, x, pos=None):
             if self.minor:
                 lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
-                if lo <= 0 or hi / lo > 30:
+                if lo <= 0 or hi / lo > 100:
+                    return ""
+                mantissa = round(x / 10 ** math.floor(math.log10(x)), 6)
+                if hi / lo > 3 and mantissa not in (2, 3, 5):     # 2, 3, 5 only: no crowding
                     return ""
             return f"{x:g}"
 
