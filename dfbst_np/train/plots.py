@@ -120,6 +120,9 @@ def _title_of(run_dir: Path) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     import matplotlib.pyplot as plt
