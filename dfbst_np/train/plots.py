@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
-from .run import read_metrics
+from ..errors import RunFolderError
+from .folder import read_metrics
 
 #: Resolution of every saved or inline figure.
 DPI = 110
@@ -69,7 +70,7 @@ def plot_run(run_dir) -> List[Path]:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
-        raise FileNotFoundError(f"{run_dir / 'metrics.csv'} is missing or empty")
+        raise RunFolderError(f"{run_dir / 'metrics.csv'} is missing or empty: no epoch to plot")
     title = _title_of(run_dir)
     ep = [r["epoch"] for r in rows]
     col = lambda key: [r[key] for r in rows]  # noqa: E731
@@ -115,7 +116,7 @@ def _title_of(run_dir: Path) -> str:
     try:
         cfg = json.loads((run_dir / "config.json").read_text())
         return run_title(cfg["model"], cfg["method"], cfg["dataset"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return run_dir.name
 
 
