@@ -97,9 +97,12 @@ Write `h(x)`, then `layer_grads(A, W, t, M, method)` returning `(dW, dt)` (you m
                   ("code", """if result:
     rng = np.random.default_rng(1)
     A, W = rng.standard_normal((1, 6)), rng.standard_normal((1, 6))
+    dts = []
     for t in (np.array([0.3]), np.array([-0.3])):
         M, _ = tb.forward_mask(W, t, "dfbst")
-        print(f"t = {t[0]:+.1f}: dt = {layer_grads(A, W, t, M, 'dfbst')[1][0]:+.4f}")
+        dts.append(layer_grads(A, W, t, M, "dfbst")[1][0])
+        print(f"t = {t[0]:+.1f}: dt = {dts[-1]:+.4f}")
+    assert np.isclose(dts[1], -dts[0])      # same |t|, same mask: only s(t) differs
 else:
     print("(runs once the check passes)")""")],
     },
@@ -142,6 +145,7 @@ Write `backward_mask(dWs, us)` for lists of layers, returning `(Ds, gs, V, dV_du
     for u in (0.0, 0.02, 0.04):
         Ds, gs, V, dV_du = backward_mask([dW], [np.full(4, u)])
         print(f"u = {u:.2f}: D keeps {Ds[0].mean():.2f}, V = {V:.3f}, dV/du = {np.round(dV_du[0], 2)}")
+        assert (dV_du[0] < 0).mean() > 0.5
 else:
     print("(runs once the check passes)")""")],
     },
@@ -196,6 +200,7 @@ Write `train_step(p, X, y, prev_grad_u, epoch, index, hp)` with `p = {"W", "b", 
         M, _ = tb.forward_mask(p["W"], p["t"], "dfbst")
         acc = (tb.masked_forward(Xt, p["W"], M, p["b"]).argmax(axis=1) == test.labels).mean()
         print(f"epoch {epoch}: test accuracy {acc:.3f}, density of M {M.mean():.3f}, mean u {p['u'].mean():.2e}")
+        assert (p["u"].mean() > 0) == (epoch >= 2)      # u moves only from epoch 2 on
 else:
     print("(runs once the check passes)")""")],
     },
