@@ -159,7 +159,7 @@ else:
 3. the penalty: $dt \mathrel{+}= -\alpha e^{-t}$ (`tb.threshold_penalty`);
 4. $u$'s gradient: $V$ is known only after the backward pass, so $\beta V$ enters the **next** step's loss. $u$ gets `prev_grad_u` (the previous step's $\beta\,\partial V/\partial u$) only from epoch 2 on and never at batch index 0; on other steps $u$ has no gradient and is left as it is;
 5. the backward mask `tb.backward_mask([dW], [u], scale=beta)`: the optimiser uses $g = dW \odot D$, and this step's $\beta\,\partial V/\partial u$ is returned for the next step;
-6. clipping: with $\lVert\cdot\rVert$ the L2 norm over every gradient of the step ($g$, $db$, $dt$ and, when present, $du$), multiply them all by $c = \min(1, \text{clip\_norm} / (\lVert\cdot\rVert + 10^{-6}))$;
+6. clipping: with `norm` the L2 norm over every gradient of the step ($g$, $db$, $dt$ and, when present, $du$) together, multiply them all by `c = min(1, clip_norm / (norm + 1e-6))`;
 7. plain SGD: $\theta \leftarrow \theta - \text{lr} \cdot c \cdot \text{grad}$ (no momentum, no weight decay here, so that only the order matters).
 
 Write `train_step(p, X, y, prev_grad_u, epoch, index, hp)` with `p = {"W", "b", "t", "u"}` and `hp = {"lr", "alpha", "beta", "clip_norm"}`; return the new parameters (a new dict: do not modify `p`) and this step's $\beta\,\partial V/\partial u$. The checker compares it with the library's trainer order (`dfbst_np.train.trainer.Trainer` with momentum and weight decay off does the same).""",
@@ -224,6 +224,8 @@ def build(ex, solution: bool):
     if solution:
         cells.append(new_markdown_cell("*Solutions only:* the answer above must pass (CI runs this notebook)."))
         cells.append(new_code_cell("assert result.passed" + (" and result_h.passed" if "result_h" in ex["check"] else "")))
+    for k, cell in enumerate(cells):            # stable ids: regenerating changes nothing else
+        cell.id = f"{ex['file'].split('_')[0]}-{k}"
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
