@@ -42,6 +42,8 @@ class RunConfig:
     weight_grad: str = "exact"            # exact, or predicted (DFBST's accelerated approximation)
     data_root: Optional[str] = None
     download: bool = False
+    backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
+    device: str = "cpu"                   # cpu, or cuda (torch backend only)
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

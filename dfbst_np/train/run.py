@@ -6,7 +6,9 @@ epoch). Resuming loads the checkpoint, keeps the metrics rows up to its
 epoch and goes on; because every epoch draws its batch order and
 augmentation from its own generator ``default_rng([seed, epoch])``, and
 the backward mask's V_prev is never used at batch index 0, a resumed run
-ends with exactly the numbers of an uninterrupted one.
+ends with exactly the numbers of an uninterrupted one. The steps run on a
+backend (:mod:`.backend`: NumPy, or the PyTorch reference on a CPU or GPU)
+that writes the same checkpoint, so a run may be resumed on the other.
 """
 from __future__ import annotations
 
@@ -18,12 +20,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..models import build
-from ..sparse.masked import masked_layers
+from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for  # noqa: F401
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_prefix, with_prefix
 from .config import RunConfig
 from .data import cifar_test_transform, cifar_train_transform, iterate_batches, load_dataset
-from .trainer import Trainer, evaluate
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -52,76 +52,41 @@ def load_data(cfg: RunConfig) -> Data:
     return Data(tx.astype(dtype), ty, vx.astype(dtype), vy, train.num_classes, augment=is_cifar)
 
 
-def build_model(cfg: RunConfig, num_classes: int):
-    return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
-                 rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
-                 weight_grad=cfg.weight_grad)
-
-
-def build_trainer(cfg: RunConfig, model) -> Trainer:
-    return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                   alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma)
-
-
-def mask_densities(model) -> Dict[str, float]:
-    """Forward and backward density per masked layer and overall (weighted by size)."""
-    out: Dict[str, float] = {}
-    layers = masked_layers(model)
-    total = sum(layer.weight.size for _, layer in layers) or 1
-    fwd = bwd = 0.0
-    for name, layer in layers:
-        f = layer.density
-        b = 1.0 if layer.dmask is None else float(layer.dmask.mean())
-        out[f"density/{name}"], out[f"bdensity/{name}"] = f, b
-        fwd += f * layer.weight.size
-        bwd += b * layer.weight.size
-    out["density"], out["bdensity"] = fwd / total, bwd / total
-    return out
-
-
 class Run:
     """One training run in a folder; ``Run(cfg, out).train()`` or ``Run.resume(out).train()``."""
 
     def __init__(self, cfg: RunConfig, out, data: Optional[Data] = None) -> None:
         self.cfg, self.out = cfg, Path(out)
+        check_backend(cfg)                # before the data: a missing torch or GPU fails at once
         self.data = data if data is not None else load_data(cfg)
-        self.model = build_model(cfg, self.data.num_classes)
-        self.trainer = build_trainer(cfg, self.model)
+        self.backend = trainer_for(cfg, self.data.num_classes)    # NumPy's Trainer, or torch's
+        self.model, self.trainer = self.backend.model, self.backend.trainer
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
         self.rows: List[Dict[str, float]] = []
 
     # -- persistence -----------------------------------------------------
     def save(self) -> None:
-        arrays = with_prefix("model", self.model.state_dict())
-        arrays.update(with_prefix("optim", self.trainer.optimizer.state_dict()))
-        arrays.update(with_prefix("sched", self.trainer.scheduler.state_dict()))
+        arrays = self.backend.state()
         arrays.update(with_prefix("totals", self.totals))
-        for name, layer in masked_layers(self.model):
-            if layer.mask is not None:
-                arrays[f"mask/{name}"] = layer.mask.astype(bool)
-            if layer.dmask is not None:
-                arrays[f"dmask/{name}"] = layer.dmask.astype(bool)
         arrays["meta/epoch"] = np.array(self.epoch)
         save_checkpoint(self.out / CHECKPOINT, arrays)
 
     @classmethod
-    def resume(cls, out, data: Optional[Data] = None) -> "Run":
+    def resume(cls, out, data: Optional[Data] = None, backend: Optional[str] = None,
+               device: Optional[str] = None) -> "Run":
+        """Continue the run in ``out``, on its own backend and device or on those given."""
         out = Path(out)
         if not (out / "config.json").is_file():
             raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
-        run = cls(RunConfig.load(out / "config.json"), out, data)
+        cfg = RunConfig.load(out / "config.json")
+        cfg.backend, cfg.device = backend or cfg.backend, device or cfg.device
+        run = cls(cfg, out, data)
         ck = load_checkpoint(out / CHECKPOINT)
         try:
-            run.model.load_state_dict(strip_prefix("model", ck))
-            run.trainer.optimizer.load_state_dict(strip_prefix("optim", ck))
-            run.trainer.scheduler.load_state_dict(strip_prefix("sched", ck))
+            run.backend.load_state(ck)
             run.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
             run.epoch = int(ck["meta/epoch"])
-            for name, layer in masked_layers(run.model):    # the predicted mode's last D
-                if f"dmask/{name}" in ck:
-                    layer.dmask = ck[f"dmask/{name}"].astype(layer.dtype)
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{out / CHECKPOINT} does not match the run's config: {e}") from None
         run.rows = read_metrics(out / "metrics.csv")[:run.epoch]
@@ -153,7 +118,7 @@ class Run:
         return self.rows
 
     def _train_epoch(self, epoch: int, bar) -> Dict[str, float]:
-        cfg, d, tr = self.cfg, self.data, self.trainer
+        cfg, d, tr = self.cfg, self.data, self.backend
         rng = np.random.default_rng([cfg.seed, epoch])
         sums = {"loss": 0.0, "ce": 0.0, "alpha_term": 0.0, "beta_term": 0.0, "train_acc": 0.0}
         n, V, start = 0, float("nan"), time.perf_counter()
@@ -171,7 +136,7 @@ class Run:
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{st.loss:.3f}", acc=f"{st.accuracy:.2f}", refresh=False)
         tr.end_epoch()
-        test_acc, test_loss = evaluate(self.model, d.test_x, d.test_y, cfg.test_batch_size)
+        test_acc, test_loss = tr.evaluate(d.test_x, d.test_y, cfg.test_batch_size)
         self.totals["seconds"] += time.perf_counter() - start
         dense = self.totals["dense_flops"] or 1.0
         row = {"epoch": epoch, "lr": tr.lr, **{k: v / n for k, v in sums.items()},
@@ -180,7 +145,7 @@ class Run:
                "flops_ideal": self.totals["ideal_flops"] / dense,
                "seconds": self.totals["seconds"]}
         # Densities after evaluation: the masks of the weights the checkpoint holds.
-        row.update(mask_densities(self.model))
+        row.update(tr.densities())
         return row
 
 
