@@ -22,7 +22,7 @@ def _train(args) -> int:
 
     set_blas_threads(args.threads)
     if args.resume:
-        run = Run.resume(args.resume)
+        run = Run.resume(args.resume, backend=args.backend, device=args.device)
         if args.epochs:
             run.cfg.epochs = args.epochs
     else:
@@ -32,12 +32,16 @@ def _train(args) -> int:
                              train_limit=args.train_limit, test_limit=args.test_limit,
                              kernel_path=args.kernel_path, weight_grad=args.weight_grad,
                              data_root=args.data_root,
-                             download=args.download or None)
+                             download=args.download or None,
+                             backend=args.backend, device=args.device)
         if args.epochs is None and cfg.dataset == "sample" and args.model == "lenet300_100" \
                 and args.method == "dfbst":
             cfg.epochs, cfg.milestones = 20, (10, 15)   # the one-minute default
         out = Path(args.out or f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
         run = Run(cfg, out)
+    if run.cfg.backend == "torch":
+        from .reference.backend import set_threads
+        set_threads(args.threads)
     t0 = time.perf_counter()
     rows = run.train(progress=not args.no_progress)
     _print_summary(run, rows, time.perf_counter() - t0)
@@ -113,8 +117,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="fetch missing data from the mirrors")
     t.add_argument("--out", help="run folder (default runs/MODEL-METHOD-DATASET-seedS)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--backend", choices=("numpy", "torch"),
+                   help="who runs the steps: numpy (default) or torch, the PyTorch reference "
+                        "step (same data, run folder and checkpoint; with --resume: the run's)")
+    t.add_argument("--device", choices=("cpu", "cuda"),
+                   help="cpu (default) or cuda (--backend torch only; with --resume: the run's)")
     t.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads (default 1: the LeNets' products are too small to share)")
+                   help="BLAS threads, and torch's with --backend torch (default 1: the LeNets' "
+                        "products are too small to share)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
