@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sparse.ledger import LayerCost, total_cost
-from ..train.backend import overall_densities
+from ..train.backend import BackendUnavailable, overall_densities
 from ..train.checkpoint import strip_prefix, with_prefix
 from ..train.trainer import StepStats
 from .convert import to_numpy_state_dict, to_torch_state_dict
@@ -42,6 +42,13 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SGD_HYPER = {"lr": float, "momentum": float, "dampening": float, "weight_decay": float,
              "nesterov": bool}
 MOMENTUM = "momentum_buffer"
+
+
+def check_device(device: str) -> None:
+    """Fail with one line when PyTorch cannot use ``device`` here."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("--device cuda: PyTorch sees no CUDA GPU on this machine "
+                                 "(torch.cuda.is_available() is False); use --device cpu")
 
 
 def set_threads(n: int) -> int:

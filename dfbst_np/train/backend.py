@@ -21,6 +21,7 @@ so a run may continue on either.
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Dict
 
 import numpy as np
@@ -135,14 +136,11 @@ def check_backend(cfg: RunConfig) -> None:
     if cfg.weight_grad != "exact":
         raise BackendUnavailable(f"--weight-grad {cfg.weight_grad} is NumPy's accelerated "
                                  "approximation; --backend torch computes the exact step")
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         raise BackendUnavailable("--backend torch needs PyTorch, which is not installed; "
-                                 "install it with: pip install torch") from None
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("--device cuda: PyTorch sees no CUDA GPU on this machine "
-                                 "(torch.cuda.is_available() is False); use --device cpu")
+                                 "install it with: pip install torch")
+    from ..reference.backend import check_device
+    check_device(cfg.device)
 
 
 def trainer_for(cfg: RunConfig, num_classes: int):
