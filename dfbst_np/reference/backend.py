@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sparse.ledger import LayerCost, total_cost
-from ..train.backend import BackendUnavailable, overall_densities
+from ..train.backend import Backend, BackendUnavailable, overall_densities
 from ..train.checkpoint import strip_prefix, with_prefix
 from ..train.trainer import StepStats
 from .convert import to_numpy_state_dict, to_torch_state_dict
@@ -57,7 +57,7 @@ def set_threads(n: int) -> int:
     return torch.get_num_threads()
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """The reference model and training step of ``cfg`` on ``cfg.device``.
 
     Parameters
@@ -139,13 +139,6 @@ class TorchBackend:
         for (kind, name), v in zip(keys, values):
             nnz[kind][name] = int(v)
         return nnz["m"], nnz["d"], int(values[-1])
-
-    def end_epoch(self) -> None:
-        self.trainer.end_epoch()
-
-    @property
-    def lr(self) -> float:
-        return self.trainer.lr
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
         """Accuracy and mean cross-entropy over the images, as the NumPy evaluate."""

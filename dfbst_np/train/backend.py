@@ -74,11 +74,42 @@ def mask_densities(model) -> Dict[str, float]:
     """Forward and backward density per masked layer and overall (weighted by size)."""
     return overall_densities({
         name: (layer.weight.size, layer.density,
-               1.0 if layer.dmask is None else float(layer.dmask.mean()))
+               1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
         for name, layer in masked_layers(model)})
 
 
-class NumpyBackend:
+class Backend:
+    """What the run loop uses of a backend: a model, a trainer and the methods
+    below (see the module docstring). ``end_epoch`` and ``lr`` are the trainer's."""
+
+    name: str
+    model: object
+    trainer: object
+
+    def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        self.trainer.end_epoch()
+
+    @property
+    def lr(self) -> float:
+        return self.trainer.lr
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        raise NotImplementedError
+
+    def densities(self) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+
+class NumpyBackend(Backend):
     """The NumPy :class:`~.trainer.Trainer` and its model, as the run loop drives them."""
 
     name = "numpy"
@@ -88,13 +119,6 @@ class NumpyBackend:
 
     def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
         return self.trainer.step(x, y, epoch=epoch, index=index)
-
-    def end_epoch(self) -> None:
-        self.trainer.end_epoch()
-
-    @property
-    def lr(self) -> float:
-        return self.trainer.lr
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
         return evaluate(self.model, images, labels, batch_size)
