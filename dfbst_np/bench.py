@@ -47,9 +47,9 @@ forward and backward densities actually seen, and the peak memory of a step
 (bytes allocated above the step's start: ``tracemalloc`` for NumPy; the
 PyTorch profiler's allocation trace for torch, an approximation).
 
-The BLAS thread count is pinned for numpy's and scipy's OpenBLAS (through
-their ``openblas_set_num_threads``) and PyTorch (``torch.set_num_threads``),
-and reported. Nothing is asserted: ``--quick`` runs a few steps of small
+The BLAS thread count is pinned for numpy's and scipy's BLAS (through
+:mod:`dfbst_np.runtime`, i.e. threadpoolctl) and PyTorch
+(``torch.set_num_threads``), and reported. Nothing is asserted: ``--quick`` runs a few steps of small
 batches so that CI keeps the command alive.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import models as np_models
-from .threads import set_blas_threads
+from .runtime import keep_freed_memory, set_blas_threads
 from .sparse import kernels, masked as masked_mod
 from .sparse.masked import masked_layers
 from .train import trainer as trainer_mod
@@ -93,6 +93,7 @@ def set_threads(n: int) -> Dict[str, object]:
     Returns what each library reports afterwards.
     """
     report = set_blas_threads(n)
+    keep_freed_memory()
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(int(n))

@@ -16,7 +16,7 @@ METHODS = ("dense", "dst", "dfbst")
 
 
 def _train(args) -> int:
-    from .threads import set_blas_threads
+    from .runtime import set_blas_threads
     from .train.config import default_config
     from .train.run import Run
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dfbst_np.threads import set_blas_threads  # noqa: E402
+from dfbst_np.runtime import set_blas_threads  # noqa: E402
 from dfbst_np.train.backend import trainer_for  # noqa: E402
 from dfbst_np.train.config import default_config  # noqa: E402
 from dfbst_np.train.data import load_dataset  # noqa: E402

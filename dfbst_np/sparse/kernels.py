@@ -41,12 +41,13 @@ and return C-contiguous arrays. Inputs are checked, never cast or broadcast.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import scipy.sparse as sp
+
+from ..runtime import blas_thread_count
 
 try:    # scipy's compiled kernels behind csr_array @ dense, without the object overhead
     from scipy.sparse import _sparsetools
@@ -140,44 +141,9 @@ def use_path(path: str) -> Iterator[str]:
         set_default_path(previous)
 
 
-_BLAS_GET = None
-
-
-def _find_blas_get():
-    """ctypes handle of numpy's OpenBLAS ``*_get_num_threads`` (None if not found)."""
-    names = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-             "openblas_get_num_threads64_", "openblas_get_num_threads")
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        paths = set()
-    import os
-    npdir = os.path.dirname(os.path.dirname(np.__file__))
-    for path in sorted(paths, key=lambda p: (npdir not in p, p)):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in names:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                return fn
-    return False
-
-
 def blas_threads() -> int:
-    """Threads numpy's OpenBLAS uses now (1 when that cannot be read)."""
-    global _BLAS_GET
-    if _BLAS_GET is None:
-        _BLAS_GET = _find_blas_get()
-    if not _BLAS_GET:
-        return 1
-    try:
-        return max(1, int(_BLAS_GET()))
-    except Exception:  # pragma: no cover - a BLAS without the call
-        return 1
+    """Threads the BLAS uses now (:func:`dfbst_np.runtime.blas_thread_count`)."""
+    return blas_thread_count()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..runtime import keep_freed_memory
 from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for  # noqa: F401
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_prefix, with_prefix
 from .config import RunConfig
@@ -97,6 +98,7 @@ class Run:
         """Train up to ``cfg.epochs``, writing metrics and a checkpoint after every epoch."""
         from tqdm import tqdm
 
+        keep_freed_memory()     # the run owns its process: steps reuse their pages
         cfg, d = self.cfg, self.data
         self.out.mkdir(parents=True, exist_ok=True)
         cfg.save(self.out / "config.json")

@@ -20,11 +20,10 @@ Speed without changing the numbers: the layer that reads the network's input
 skips its backward-data product for the step (nothing needs dL/dx there);
 the gradient norm is computed once (one dot product per gradient) and serves
 both the finiteness check and the clipping (SGD is told not to scan for NaN
-again); glibc is asked to keep freed
-memory (:func:`~dfbst_np.sparse.memory.keep_freed_memory`), so that each
-step reuses the pages of the previous one (5-7 ms of a LeNet-5 step went to
-page faults); step statistics use the counts
-the masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
+again); each step runs with one BLAS thread unless the process was pinned
+(:func:`dfbst_np.runtime.step_threads`: scoped, restored after the step;
+the LeNets' products are too small to share between threads); step
+statistics use the counts the masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
 approximation, see :mod:`dfbst_np.sparse.masked`) the layers compute dW only
 on their predicted support and this trainer applies D there, takes the
 norm and clips on the support's values, and writes dW * D into the dense
@@ -33,11 +32,12 @@ gradient once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
 from ..nn.clip import clip_grad_norm
+from ..runtime import step_threads
 from ..nn.containers import Sequential
 from ..nn.loss import CrossEntropyLoss
 from ..nn.optim import SGD, MultiStepLR
@@ -45,7 +45,6 @@ from ..nn.shape import Flatten
 from ..sparse.backward_mask import SupportGrad, backward_mask
 from ..sparse.ledger import CostTotals, LayerCost, total_cost
 from ..sparse.mask_rule import threshold_penalty
-from ..sparse.memory import keep_freed_memory
 from ..sparse.masked import WEIGHT_GRADS, MaskedLayer, masked_layers
 
 
@@ -84,11 +83,15 @@ class Trainer:
     weight_grad : "exact", "predicted" or None
         Set every masked layer's weight gradient mode (None keeps the model's).
         "predicted" is DFBST's accelerated approximation (dfbst only).
+    blas_threads : int or None
+        BLAS threads during a step (scoped: restored after it). None: the
+        count the process was pinned to (CLI ``--threads``), else 1.
     """
 
     def __init__(self, model, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
                  alpha: float = 5e-6, beta: float = 0.1, clip_norm: Optional[float] = 1.0,
-                 milestones=(80, 120), gamma: float = 0.1, weight_grad: Optional[str] = None) -> None:
+                 milestones=(80, 120), gamma: float = 0.1, weight_grad: Optional[str] = None,
+                 blas_threads: Optional[int] = None) -> None:
         self.model = model
         self.layers = masked_layers(model)
         methods = {layer.method for _, layer in self.layers}
@@ -105,15 +108,33 @@ class Trainer:
             for _, layer in self.layers:
                 layer.weight_grad = weight_grad
         self.input_layers = _input_layers(model)
-        keep_freed_memory()     # steps reuse their pages instead of faulting them in again
+        self.blas_threads = blas_threads
         self.alpha, self.beta, self.clip_norm = alpha, beta, clip_norm
         self.loss_fn = CrossEntropyLoss(dtype=model_dtype(model))
         self.optimizer = SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.scheduler = MultiStepLR(self.optimizer, milestones=milestones, gamma=gamma)
         self.prev = None    # the previous step's BackwardMask: V and d(beta V)/du
 
-    def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
-        """One reference training step on the batch (x, y); epoch counts from 1."""
+    def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int,
+             trace: Optional[Callable[[str, Dict[str, np.ndarray]], None]] = None) -> StepStats:
+        """One reference training step on the batch (x, y); epoch counts from 1.
+
+        ``trace``, if given, is called with copies of what each stage produced,
+        in the order of the step (the verifier compares them stage by stage):
+
+        * ``"forward"``: ``logits``, ``ce``, ``loss`` (CE plus the alpha and beta terms);
+        * ``"grad"``: every parameter's gradient as autograd gives it for that
+          loss, before the backward mask and clipping (u only on steps with
+          the beta term; in predicted mode dW is 0 off the support);
+        * ``"mask"``: ``NAME.mask`` (M) and, for dfbst, ``NAME.dmask`` (D);
+        * ``"used_grad"``: the gradients the optimiser applies (after D and clipping);
+        * ``"update"``: every parameter after the update, and
+          ``NAME.momentum_buffer`` for those with a momentum buffer.
+        """
+        with step_threads(self.blas_threads):
+            return self._step(x, y, epoch, index, trace)
+
+    def _step(self, x, y, epoch, index, trace) -> StepStats:
         model = self.model
         model.train()
         model.zero_grad()
@@ -124,6 +145,9 @@ class Trainer:
         try:
             logits = model.forward(x)
             ce = self.loss_fn.forward(logits, y)
+            if trace is not None:
+                trace("forward", {"logits": logits.copy(), "ce": np.array(ce), "loss": np.array(
+                    ce + self._penalty_value() + self._beta_value(epoch, index))})
             model.backward(self.loss_fn.backward())
         finally:
             for layer in self.input_layers:
@@ -144,8 +168,14 @@ class Trainer:
                 beta_term = self.beta * self.prev.V
                 for (_, layer), grad_u in zip(self.layers, self.prev.grad_u):
                     layer._grads["dthreshold"] = grad_u
+            if trace is not None:
+                trace("grad", self._grads_for_trace())
             self.prev = self._apply_backward_mask()
             V = self.prev.V
+        elif trace is not None:
+            trace("grad", self._grads_for_trace())
+        if trace is not None:
+            trace("mask", self._masks_for_trace())
 
         grads = model.grads
         view = self._clip_view(grads)
@@ -153,8 +183,12 @@ class Trainer:
         if self.clip_norm is not None:
             clip_grad_norm(view, self.clip_norm, sq_norms=norms)
         self._write_support_grads(grads)
+        if trace is not None:
+            trace("used_grad", {name: np.array(g) for name, g in grads.items()})
         # The norm above is finite, so every gradient is, also after clipping.
         self.optimizer.step(grads, check_finite=False)
+        if trace is not None:
+            trace("update", self._update_for_trace())
 
         return StepStats(
             loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
@@ -163,6 +197,41 @@ class Trainer:
             bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
                       for name, layer in self.layers},
             cost=self.step_cost())
+
+    def _penalty_value(self) -> float:
+        """alpha * sum exp(-t) over the masked layers (0 for dense)."""
+        if self.method not in ("dst", "dfbst"):
+            return 0.0
+        return sum(threshold_penalty(layer.params["threshold"], self.alpha)[0] for _, layer in self.layers)
+
+    def _beta_value(self, epoch: int, index: int) -> float:
+        """beta * V_prev when this step has the beta term, else 0."""
+        if self.method == "dfbst" and epoch >= 2 and index != 0 and self.prev is not None:
+            return self.beta * self.prev.V
+        return 0.0
+
+    def _grads_for_trace(self) -> Dict[str, np.ndarray]:
+        grads = {name: np.array(g) for name, g in self.model.grads.items()}
+        for name, layer in self.layers:
+            if layer._support_grad is not None:
+                grads[f"{name}.weight"] = layer._support_grad.dense().reshape(layer.weight.shape)
+        return grads
+
+    def _masks_for_trace(self) -> Dict[str, np.ndarray]:
+        out = {}
+        for name, layer in self.layers:
+            if layer.mask is not None:
+                out[f"{name}.mask"] = np.array(layer.mask)
+            if layer.dmask is not None and self.method == "dfbst":
+                out[f"{name}.dmask"] = np.array(layer.dmask)
+        return out
+
+    def _update_for_trace(self) -> Dict[str, np.ndarray]:
+        out = {name: np.array(p) for name, p in self.model.params.items()}
+        for key, value in self.optimizer.state_dict().items():
+            if key.startswith("momentum_buffer."):
+                out[key[len("momentum_buffer."):] + ".momentum_buffer"] = value
+        return out
 
     def _apply_backward_mask(self):
         """D on every masked layer's dW (SPEC "The backward mask"); returns V and dV/du."""

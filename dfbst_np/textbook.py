@@ -1,0 +1,215 @@
+r"""DFBST as the paper and SPEC write it: one short function per equation.
+
+This module is the readable version of the method, and the oracle the fast
+path (:mod:`dfbst_np.sparse`) is tested against. It is plain NumPy in SPEC's
+symbols, with no caches, no in-place tricks and no performance branches, and
+it imports nothing else of dfbst_np. Read it top to bottom: the order of the
+functions is the order of one training step.
+
+Symbols, for one masked layer (a conv weight is its (out, in*kh*kw) matrix):
+
+* W (out, fan_in): weights; row i belongs to output unit i.
+* t (out,): forward thresholds; u (out,): backward thresholds.
+* M (out, fan_in): forward mask; D (out, fan_in): backward mask.
+* X (N, fan_in): inputs of the product; dY (N, out): gradient of its output.
+* A = dL/dW_hat (out, fan_in): the gradient of the masked weight.
+* V: the std of every masked layer's masked gradient.
+
+``method`` is ``"dst"`` (DST: tau = t) or ``"dfbst"`` (tau = |t|);
+``"dense"`` has no mask. ``float32_masks=True`` reproduces the authors'
+float32 masks: autograd rounds every gradient that flows into a mask to
+float32 (SPEC, "Float32 masks in the reference").
+
+>>> import numpy as np
+>>> from dfbst_np import textbook as tb
+>>> W = np.array([[0.5, -0.1], [0.2, 0.3]]); t = np.array([0.2, -0.25])
+>>> M, t_new = tb.forward_mask(W, t, "dfbst")
+>>> M
+array([[1., 0.],
+       [0., 1.]])
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["H", "h", "effective_threshold", "sign_s", "forward_mask", "masked_forward",
+           "masked_backward", "layer_grads", "threshold_penalty", "row_normalise", "std_and_grad",
+           "backward_mask", "RESET_DENSITY"]
+
+#: A layer whose forward mask keeps at most this fraction of W has t reset to 0.
+RESET_DENSITY = 0.01
+
+
+def H(x: np.ndarray) -> np.ndarray:
+    r"""The step function, strict at 0, in x's dtype.
+
+    .. math:: H(x) = 1 \text{ if } x > 0 \text{ else } 0
+    """
+    return (x > 0).astype(x.dtype)
+
+
+def h(x: np.ndarray) -> np.ndarray:
+    r"""DST's long-tailed straight-through estimator, used in place of H'(x).
+
+    .. math::
+        h(x) = \begin{cases} 2 - 4|x| & |x| \le 0.4 \\ 0.4 & 0.4 < |x| \le 1 \\
+               0 & |x| > 1 \end{cases}
+    """
+    a = np.abs(x)
+    return np.where(a <= 0.4, 2 - 4 * a, np.where(a <= 1, 0.4, 0.0)).astype(x.dtype)
+
+
+def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
+    r"""The threshold the mask compares |W| with, per row.
+
+    .. math:: \tau_i = |t_i| \text{ (dfbst)}, \qquad \tau_i = t_i \text{ (dst)}
+    """
+    return np.abs(t) if method == "dfbst" else t
+
+
+def sign_s(t: np.ndarray, method: str) -> np.ndarray:
+    r"""d tau / dt: the sign of t with s(0) = 1 for dfbst; 1 for dst.
+
+    .. math:: s(t_i) = 1 \text{ if } t_i \ge 0 \text{ else } -1
+    """
+    if method == "dfbst":
+        return np.where(t >= 0, 1.0, -1.0).astype(t.dtype)
+    return np.ones_like(t)
+
+
+def forward_mask(W: np.ndarray, t: np.ndarray, method: str) -> Tuple[np.ndarray, np.ndarray]:
+    r"""The forward mask and the reset rule. Inputs are not modified.
+
+    .. math::
+        M_{ij} = H(|W_{ij}| - \tau_i); \quad
+        \text{if } \operatorname{mean}(M) \le 0.01: \; t \leftarrow 0,\;
+        M_{ij} = H(|W_{ij}| - \tau_i(0))
+
+    Returns
+    -------
+    M : (out, fan_in), 0/1 in W's dtype (all ones for ``"dense"``).
+    t_new : (out,), t after the reset rule (a copy; None for ``"dense"``).
+    """
+    if method == "dense":
+        return np.ones_like(W), None
+    M = H(np.abs(W) - effective_threshold(t, method)[:, None])
+    if M.mean() <= RESET_DENSITY:
+        t = np.zeros_like(t)
+        M = H(np.abs(W) - effective_threshold(t, method)[:, None])
+    return M, t.copy()
+
+
+def masked_forward(X: np.ndarray, W: np.ndarray, M: np.ndarray, b=None) -> np.ndarray:
+    r"""The masked layer's product, (N, fan_in) -> (N, out).
+
+    .. math:: \hat W = W \odot M, \qquad Y = X \hat W^\top + b
+    """
+    Y = X @ (W * M).T
+    return Y if b is None else Y + b
+
+
+def masked_backward(dY: np.ndarray, X: np.ndarray, W: np.ndarray,
+                    M: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    r"""The product's backward: the gradient of W_hat and of the input.
+
+    .. math:: A = dY^\top X, \qquad dX = dY\, \hat W
+
+    Returns A (out, fan_in) and dX (N, fan_in).
+    """
+    return dY.T @ X, dY @ (W * M)
+
+
+def _mask_dtype(g: np.ndarray, float32_masks: bool) -> np.ndarray:
+    """A gradient arriving at a mask, rounded to float32 when the mask is float32."""
+    return g.astype(np.float32).astype(g.dtype) if float32_masks else g
+
+
+def layer_grads(A: np.ndarray, W: np.ndarray, t: np.ndarray, M: np.ndarray, method: str,
+                float32_masks: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    r"""The gradient rule: dL/dW and dL/dt from A through the STE (no alpha term).
+
+    M = H(|W| - tau) sits in W_hat = W * M, so the chain rule with h in place
+    of H' gives, with z = |W| - tau and G = A * W the gradient reaching M:
+
+    .. math::
+        \frac{\partial L}{\partial W} = A \odot M + G \odot \operatorname{sign}(W) \odot h(z)
+            = A \odot (M + |W| \odot h(z)), \qquad
+        \frac{\partial L}{\partial t_i} = -s(t_i) \sum_j G_{ij}\, h(z_{ij})
+
+    ``t`` is the threshold the forward used (after the reset rule), M its mask.
+    For ``"dense"`` the gradient of W is A and there is no dt (None).
+    """
+    if method == "dense":
+        return A.copy(), None
+    z = np.abs(W) - effective_threshold(t, method)[:, None]
+    G = _mask_dtype(A * W, float32_masks)
+    dW = A * M + G * np.sign(W) * h(z)
+    dt = -sign_s(t, method) * (G * h(z)).sum(axis=1)
+    return dW, dt
+
+
+def threshold_penalty(t: np.ndarray, alpha: float) -> Tuple[float, np.ndarray]:
+    r"""The sparsity penalty on t and its gradient; it pushes every t_i up.
+
+    .. math:: P = \alpha \sum_i e^{-t_i}, \qquad \frac{\partial P}{\partial t_i} = -\alpha e^{-t_i}
+    """
+    return float(alpha * np.exp(-t).sum()), -alpha * np.exp(-t)
+
+
+def row_normalise(dW: np.ndarray) -> np.ndarray:
+    r"""Each row of dW divided by its L1 norm; a row of zeros stays 0.
+
+    .. math:: \hat G_{ij} = \frac{dW_{ij}}{\sum_k |dW_{ik}|}
+    """
+    r = np.abs(dW).sum(axis=1, keepdims=True)
+    return np.divide(dW, r, out=np.zeros_like(dW), where=r != 0)
+
+
+def std_and_grad(gs: Sequence[np.ndarray]) -> Tuple[float, List[np.ndarray]]:
+    r"""V, the unbiased std of all entries of all g together, and dV/dg (0 when V = 0).
+
+    .. math::
+        V = \sqrt{\tfrac{1}{n-1} \textstyle\sum_k (g_k - \bar g)^2}, \qquad
+        \frac{\partial V}{\partial g_k} = \frac{g_k - \bar g}{(n - 1) V}
+    """
+    flat = np.concatenate([g.ravel() for g in gs])
+    n, mean = flat.size, flat.mean()
+    V = float(np.sqrt(((flat - mean) ** 2).sum() / (n - 1))) if n > 1 else 0.0
+    if V == 0:
+        return V, [np.zeros_like(g) for g in gs]
+    return V, [(g - mean) / ((n - 1) * V) for g in gs]
+
+
+def backward_mask(dWs: Sequence[np.ndarray], us: Sequence[np.ndarray], scale: float = 1.0,
+                  float32_masks: bool = False):
+    r"""DFBST's backward mask on every masked layer, V, and V's gradient in u.
+
+    .. math::
+        D = H(|\hat G| - u_i), \qquad g = dW \odot D, \qquad V = \operatorname{std}(g), \qquad
+        \frac{\partial V}{\partial u_i} = -\sum_j \frac{\partial V}{\partial g_{ij}}\, dW_{ij}\,
+            h(|\hat G_{ij}| - u_i)
+
+    Parameters
+    ----------
+    dWs : per layer dW (out, fan_in), the loss gradient. Not modified.
+    us : per layer u (out,).
+    scale : the gradient returned is that of scale * V (the trainer passes
+        beta). Only float32 masks round it, since beta sits inside the
+        gradient that reaches D; otherwise it is a plain factor.
+
+    Returns
+    -------
+    Ds : per layer D, 0/1 in dW's dtype.
+    dWs_masked : per layer dW * D, the gradient the optimiser uses.
+    V : float.
+    dV_du : per layer d(scale * V)/du (out,).
+    """
+    zs = [np.abs(row_normalise(dW)) - u[:, None] for dW, u in zip(dWs, us)]
+    Ds = [H(z) for z in zs]
+    gs = [dW * D for dW, D in zip(dWs, Ds)]
+    V, dV_dgs = std_and_grad(gs)
+    dV_du = [-(_mask_dtype(scale * dV_dg * dW, float32_masks) * h(z)).sum(axis=1)
+             for dV_dg, dW, z in zip(dV_dgs, dWs, zs)]
+    return Ds, gs, V, dV_du
