@@ -684,8 +684,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="benchmarks", help="folder for bench.csv and bench.png")
 
 
+def check_args(args) -> None:
+    """Refuse bad values, and an --out that cannot hold the results, before any variant runs."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+    for flag in ("threads", "batches", "rounds", "steps"):
+        values = getattr(args, flag)
+        for v in ([] if values is None else values if isinstance(values, list) else [values]):
+            if v < 1:
+                raise ConfigError(f"--{flag} must be positive integers, got {v}")
+    for d in args.densities or ():
+        if not 0 < d <= 1:
+            raise ConfigError(f"--densities must lie in (0, 1], got {d}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot be a folder for the results ({e.strerror or e})") from None
+
+
 def run_cli(args) -> int:
     from pathlib import Path
+    check_args(args)
     quick = args.quick
     kw = dict(models=args.models,
               batches=args.batches or ((8,) if quick else BATCHES),

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import pickle
+import shutil
 import sys
 import tarfile
 import time
@@ -104,6 +105,7 @@ def main() -> None:
                     vy, num_classes=len(classes), augment=True)
         cfg = default_config(model, "dfbst", dataset=f"{dataset}-format (Fashion-MNIST images)",
                              epochs=1, seed=7)
+        shutil.rmtree(out / f"{model}-dfbst", ignore_errors=True)   # this script's own output, regenerated
         run = Run(cfg, out / f"{model}-dfbst", data=data)
         t0 = time.perf_counter()
         rows = run.train(progress=True)

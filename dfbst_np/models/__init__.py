@@ -36,6 +36,8 @@ def build(name: str, method: str = "dfbst", num_classes: int = 10, dtype=np.floa
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
+        raise ValueError(f"build({name!r}): num_classes must be a positive integer, got {num_classes!r}")
     layer_kw = dict(method=method, dtype=dtype, rng=as_rng(0 if rng is None else rng), estimator=estimator,
                     float32_masks=float32_masks, kernel_path=kernel_path, weight_grad=weight_grad)
     return MODELS[name](num_classes=num_classes, **layer_kw)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_grad_output, check_input
+from .checks import check_arguments, check_grad_output, check_input
 from .init import as_float_dtype
 from .module import Module
 
@@ -69,6 +69,7 @@ class _BatchNorm(Module):
                  weight_init: float = 1.0, dtype=np.float32) -> None:
         super().__init__()
         who = type(self).__name__
+        check_arguments(self, num_features=num_features)
         self.dtype = as_float_dtype(dtype, who)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{who}: momentum must be in [0, 1], got {momentum!r}")

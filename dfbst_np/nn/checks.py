@@ -70,3 +70,23 @@ def check_grad_output(layer, dy) -> None:
     if dy.dtype != dtype:
         raise TypeError(f"{layer.describe()}: backward expected a gradient of dtype "
                         f"{np.dtype(dtype).name}, got {dy.dtype.name}")
+    # min and max propagate NaN and show inf: two passes, no temporary array.
+    if dy.size and not (np.isfinite(dy.min()) and np.isfinite(dy.max())):
+        check_finite(dy, f"{layer.describe()}: backward: the upstream gradient")
+
+
+def check_arguments(layer, nonnegative: Sequence[str] = (), **values) -> None:
+    """Constructor arguments must be integers > 0 (or >= 0 when named in ``nonnegative``).
+
+    A value may be a tuple (``kernel_size=(3, 5)``): each entry is checked.
+    Called first in a constructor, so a bad size fails there, naming the
+    class and the argument, and not later as a ZeroDivisionError.
+    """
+    who = type(layer).__name__
+    for name, value in values.items():
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{who}: {name} must be an integer, got {value!r}")
+            if v < 0 or (v == 0 and name not in nonnegative):
+                raise ValueError(f"{who}: {name} must be {'>= 0' if name in nonnegative else '> 0'}, "
+                                 f"got {value!r}")

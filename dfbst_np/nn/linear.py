@@ -17,7 +17,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .checks import check_grad_output, check_input
+from .checks import check_arguments, check_grad_output, check_input
 from .im2col import col2im, conv_output_size, im2col
 from .init import as_float_dtype, as_rng, bias_uniform, fan_in, kaiming_uniform
 from .module import Module
@@ -79,6 +79,7 @@ class Linear(WeightLayer):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype=np.float32, rng=None) -> None:
+        check_arguments(self, in_features=in_features, out_features=out_features)
         super().__init__((out_features, in_features), bias, dtype, rng)
         self.in_features, self.out_features = in_features, out_features
 
@@ -121,6 +122,8 @@ class Conv2d(WeightLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, bias: bool = True, dtype=np.float32, rng=None) -> None:
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
+        check_arguments(self, ("padding",), in_channels=in_channels, out_channels=out_channels,
+                        kernel_size=(kh, kw), stride=stride, padding=padding)
         super().__init__((out_channels, in_channels, kh, kw), bias, dtype, rng)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)

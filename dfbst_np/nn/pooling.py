@@ -20,7 +20,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-from .checks import check_grad_output, check_input
+from .checks import check_arguments, check_grad_output, check_input
 from .im2col import conv_output_size
 from .init import as_float_dtype
 from .module import Module
@@ -51,6 +51,8 @@ class _Pool2d(Module):
         self.kernel_size = _pair(kernel_size, "kernel_size", who)
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", who)
         self.padding = _pair(padding, "padding", who)
+        check_arguments(self, ("padding",), kernel_size=self.kernel_size, stride=self.stride,
+                        padding=self.padding)
         self.dtype = as_float_dtype(dtype, who)
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(f"{who}: need kernel_size >= 1, stride >= 1, padding >= 0; got "

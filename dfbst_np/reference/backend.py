@@ -38,6 +38,7 @@ from .models import build
 from .trainer import ReferenceTrainer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 # SGD's hyperparameters in the NumPy optimiser's state dict, with their types
 SGD_HYPER = {"lr": float, "momentum": float, "dampening": float, "weight_decay": float,
              "nesterov": bool}
@@ -191,6 +192,14 @@ class TorchBackend(Backend):
                 if mask is not None:
                     arrays[f"{kind}/{name}"] = (mask != 0).cpu().numpy()
         return arrays
+
+    def optional_state(self) -> Dict[str, np.ndarray]:
+        optional = {}
+        for name, p in self.model.named_parameters():
+            optional[f"optim/{MOMENTUM}.{name}"] = np.zeros(tuple(p.shape), dtype=DTYPE_NAMES[p.dtype])
+        for name, layer in self.layers:
+            optional[f"mask/{name}"] = optional[f"dmask/{name}"] = np.zeros(tuple(layer.weight.shape), bool)
+        return optional
 
     def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
         """Load a checkpoint written by either backend (KeyError / ValueError on a mismatch)."""

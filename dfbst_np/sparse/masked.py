@@ -116,6 +116,9 @@ class MaskedLayer:
         self.weight_grad = weight_grad
         self.estimator = get_estimator(estimator)
         self.float32_masks = bool(float32_masks)
+        if kernel_path is not None and kernel_path not in kernels.PATHS:    # fail here, not in forward
+            raise ValueError(f"{type(self).__name__}: kernel_path must be one of {kernels.PATHS} "
+                             f"or None, got {kernel_path!r}")
         self.kernel_path = kernel_path
         out = self._params["weight"].shape[0]
         if method in ("dst", "dfbst"):

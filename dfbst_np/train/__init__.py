@@ -4,6 +4,7 @@
 * ``run``        epochs, metrics.csv, checkpoints and resume
 * ``config``     run settings and the reference defaults
 * ``checkpoint`` atomic .npz checkpoints, read without pickles
+* ``folder``     a run folder's rules: never overwritten, history never dropped
 * ``plots``      PNGs from metrics.csv
 * ``data``       datasets, checked downloads, batching and augmentation
 """

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..models import build
 from ..sparse.masked import masked_layers
+from ..errors import ConfigError
 from .checkpoint import strip_prefix, with_prefix
 from .config import RunConfig
 from .trainer import StepStats, Trainer, evaluate
@@ -36,7 +37,7 @@ BACKENDS = ("numpy", "torch")
 DEVICES = ("cpu", "cuda")
 
 
-class BackendUnavailable(ValueError):
+class BackendUnavailable(ConfigError):
     """The chosen backend or device cannot run here (a user's choice, not a bug)."""
 
 
@@ -108,6 +109,11 @@ class Backend:
     def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def optional_state(self) -> Dict[str, np.ndarray]:
+        """Templates (shape, dtype) of the checkpoint entries that may be absent:
+        the momentum buffers of parameters that never had a gradient, the masks."""
+        raise NotImplementedError
+
 
 class NumpyBackend(Backend):
     """The NumPy :class:`~.trainer.Trainer` and its model, as the run loop drives them."""
@@ -136,6 +142,12 @@ class NumpyBackend(Backend):
             if layer.dmask is not None:
                 arrays[f"dmask/{name}"] = layer.dmask.astype(bool)
         return arrays
+
+    def optional_state(self) -> Dict[str, np.ndarray]:
+        optional = {f"optim/momentum_buffer.{name}": p for name, p in self.model.params.items()}
+        for name, layer in masked_layers(self.model):
+            optional[f"mask/{name}"] = optional[f"dmask/{name}"] = np.zeros(layer.weight.shape, bool)
+        return optional
 
     def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
         self.model.load_state_dict(strip_prefix("model", arrays))

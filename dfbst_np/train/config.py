@@ -5,13 +5,24 @@ alpha 5e-6, beta 0.1, clipping at 1.0, lr x0.1 after epochs 80 and 120,
 160 epochs, batch 64, seed 7. ``--method dst`` takes DST's own MNIST
 settings instead: lr 0.01, alpha 5e-4, 20 epochs, no weight decay, no
 clipping (DST's mnist/train_argument.py).
+
+:meth:`RunConfig.validate` checks every value (a flag's or a config.json
+entry's) and names the flag or the file in its :class:`ConfigError`.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
+
+from ..errors import ConfigError
+from ..models import MODELS
+from ..sparse.kernels import PATHS
+from ..sparse.masked import METHODS, WEIGHT_GRADS
+from .data.datasets import canonical_name
 
 DATASET_FOR_MODEL = {"lenet300_100": "sample", "lenet_5": "sample",
                      "vgg16": "cifar10", "resnet18": "cifar100"}
@@ -42,22 +53,110 @@ class RunConfig:
     weight_grad: str = "exact"            # exact, or predicted (DFBST's accelerated approximation)
     data_root: Optional[str] = None
     download: bool = False
+    threads: Optional[int] = None         # BLAS threads the run was trained with (None: unknown)
     backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
     device: str = "cpu"                   # cpu, or cuda (torch backend only)
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Write config.json atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path) -> "RunConfig":
-        raw = json.loads(Path(path).read_text())
+        """Read and validate config.json; every error names the file."""
+        try:
+            raw = json.loads(Path(path).read_text())
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a valid config.json ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object of settings, "
+                              f"got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}")
-        if raw.get("milestones") is not None:
+            raise ConfigError(f"{path}: unknown settings {unknown}")
+        if isinstance(raw.get("milestones"), list):
             raw["milestones"] = tuple(raw["milestones"])
-        return cls(**raw)
+        cfg = cls(**raw).validate(where=f"{path}: ")
+        try:
+            canonical_name(cfg.dataset)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        return cfg
+
+    def validate(self, where: str = "", names: Optional[Mapping[str, str]] = None) -> "RunConfig":
+        """Check every setting; return self.
+
+        Parameters
+        ----------
+        where : str
+            Prefix of every message (the config file, for a loaded config).
+        names : dict, optional
+            How to call a field in a message (``{"batch_size": "--batch-size"}``
+            on the command line); default: the field's own name.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first invalid setting, what it must be and what it is.
+        """
+        names = names or {}
+        for field, (ok, what) in _RULES.items():
+            value = getattr(self, field)
+            if not ok(value):
+                raise ConfigError(f"{where}{names.get(field, field)} must be {what}, got {value!r}")
+        if self.weight_grad == "predicted" and self.method != "dfbst":
+            raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} 'predicted' needs "
+                              f"method 'dfbst', got {self.method!r}")
+        return self
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return _int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _opt(rule: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or rule(v)
+
+
+_positive_int = lambda v: _int(v) and v > 0          # noqa: E731
+_RULES = {
+    "model": (lambda v: v in MODELS, f"one of {sorted(MODELS)}"),
+    "method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    "dataset": (lambda v: isinstance(v, str), "a dataset name"),
+    "epochs": (_positive_int, "a positive integer"),
+    "batch_size": (_positive_int, "a positive integer"),
+    "lr": (lambda v: _num(v) and v > 0, "a finite number > 0"),
+    "momentum": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "weight_decay": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "alpha": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "beta": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
+    "clip_norm": (_opt(lambda v: _num(v) and v > 0), "a finite number > 0 or null"),
+    "milestones": (lambda v: isinstance(v, tuple) and all(_positive_int(m) for m in v)
+                   and list(v) == sorted(set(v)), "increasing positive integers"),
+    "gamma": (lambda v: _num(v) and v > 0, "a finite number > 0"),
+    "seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
+    "test_batch_size": (_positive_int, "a positive integer"),
+    "train_limit": (_opt(_positive_int), "a positive integer (or absent: all images)"),
+    "test_limit": (_opt(_positive_int), "a positive integer (or absent: all images)"),
+    "kernel_path": (_opt(lambda v: v in PATHS), f"one of {list(PATHS)} (or absent: auto)"),
+    "weight_grad": (lambda v: v in WEIGHT_GRADS, f"one of {list(WEIGHT_GRADS)}"),
+    "data_root": (_opt(lambda v: isinstance(v, str)), "a folder name"),
+    "download": (lambda v: isinstance(v, bool), "true or false"),
+    "threads": (_opt(_positive_int), "a positive integer"),
+    "backend": (lambda v: v in ("numpy", "torch"), "'numpy' or 'torch'"),
+    "device": (lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'"),
+}
 
 
 def default_config(model: str = "lenet300_100", method: str = "dfbst", **overrides) -> RunConfig:

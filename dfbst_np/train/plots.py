@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from .run import read_metrics
+from ..errors import RunFolderError
+from .folder import read_metrics
 
 
 def plot_run(run_dir) -> List[Path]:
@@ -16,7 +17,7 @@ def plot_run(run_dir) -> List[Path]:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
-        raise FileNotFoundError(f"{run_dir / 'metrics.csv'} is missing or empty")
+        raise RunFolderError(f"{run_dir / 'metrics.csv'} is missing or empty: no epoch to plot")
     ep = [r["epoch"] for r in rows]
     col = lambda key: [r[key] for r in rows]  # noqa: E731
     paths = []

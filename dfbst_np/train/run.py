@@ -1,18 +1,20 @@
 """A training run: epochs of Trainer steps, metrics.csv, checkpoints, resume.
 
-A run folder holds ``config.json`` (the settings), ``metrics.csv`` (one row
-per epoch) and ``checkpoint.npz`` (written atomically at the end of every
-epoch). Resuming loads the checkpoint, keeps the metrics rows up to its
-epoch and goes on; because every epoch draws its batch order and
-augmentation from its own generator ``default_rng([seed, epoch])``, and
-the backward mask's V_prev is never used at batch index 0, a resumed run
-ends with exactly the numbers of an uninterrupted one. The steps run on a
-backend (:mod:`.backend`: NumPy, or the PyTorch reference on a CPU or GPU)
-that writes the same checkpoint, so a run may be resumed on the other.
+A run folder holds ``config.json`` (the settings), ``checkpoint.npz``
+(written atomically at the end of every epoch, with the metrics of every
+epoch so far) and ``metrics.csv`` (one row per epoch); the folder's rules
+(never overwrite, never drop history) are in :mod:`.folder`. Resuming
+checks the checkpoint entry by entry against the run's config, loads it
+and goes on; because every epoch draws its batch order and augmentation
+from its own generator ``default_rng([seed, epoch])``, and the backward
+mask's V_prev is never used at batch index 0, a resumed run ends with
+exactly the numbers of an uninterrupted one (with the same BLAS thread
+count: another count sums in another order). The steps run on a backend
+(:mod:`.backend`: NumPy, or the PyTorch reference on a CPU or GPU) that
+writes the same checkpoint, so a run may be resumed on the other.
 """
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,20 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..runtime import keep_freed_memory
-from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for  # noqa: F401
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_prefix, with_prefix
+from ..errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
+from ..runtime import STEP_THREADS, keep_freed_memory, pinned_blas_threads
+from .checkpoint import (check_entries, kill_point, load_checkpoint, save_checkpoint, strip_prefix,
+                         with_prefix)
+from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for
 from .config import RunConfig
+from .folder import (CHECKPOINT, CONFIG, METRICS, check_new_folder, history_arrays, history_rows,
+                     read_metrics, remove_stale_files, resume_history, write_metrics)
 from .data import cifar_test_transform, cifar_train_transform, iterate_batches, load_dataset
 
-CHECKPOINT = "checkpoint.npz"
+__all__ = ["Data", "Run", "build_model", "build_trainer", "load_data", "mask_densities",
+           "read_metrics", "write_metrics", "CHECKPOINT", "CONFIG", "METRICS"]
+# What a checkpoint records about the run, checked against config.json on resume.
+META_FIELDS = ("model", "method", "dtype", "weight_grad")
 
 
 @dataclass
@@ -54,10 +63,15 @@ def load_data(cfg: RunConfig) -> Data:
 
 
 class Run:
-    """One training run in a folder; ``Run(cfg, out).train()`` or ``Run.resume(out).train()``."""
+    """One training run in a folder; ``Run(cfg, out).train()`` or ``Run.resume(out).train()``.
+
+    A new run refuses a folder that already holds anything (see
+    :func:`~dfbst_np.train.folder.check_new_folder`); its config.json is
+    written when training starts, after the data and the model are ready.
+    """
 
     def __init__(self, cfg: RunConfig, out, data: Optional[Data] = None) -> None:
-        self.cfg, self.out = cfg, Path(out)
+        self.cfg, self.out = cfg.validate(), Path(out)
         check_backend(cfg)                # before the data: a missing torch or GPU fails at once
         self.data = data if data is not None else load_data(cfg)
         self.backend = trainer_for(cfg, self.data.num_classes)    # NumPy's Trainer, or torch's
@@ -65,43 +79,111 @@ class Run:
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
         self.rows: List[Dict[str, float]] = []
+        self.owns_folder = False          # True once resumed, or started in a new folder
+        self.note: Optional[str] = None   # what resuming repaired, to tell the user
 
     # -- persistence -----------------------------------------------------
-    def save(self) -> None:
-        arrays = self.backend.state()
+    def state_arrays(self) -> Dict[str, np.ndarray]:
+        """Everything the checkpoint holds, as the flat dict of arrays it is written from."""
+        arrays = self.backend.state()     # model/, optim/, sched/, mask/, dmask/
         arrays.update(with_prefix("totals", self.totals))
-        arrays["meta/epoch"] = np.array(self.epoch)
-        save_checkpoint(self.out / CHECKPOINT, arrays)
+        arrays["meta/epoch"] = np.array(self.epoch, dtype=np.int64)
+        for key in META_FIELDS:
+            arrays[f"meta/{key}"] = np.array(getattr(self.cfg, key))
+        arrays.update(history_arrays(self.rows))
+        return arrays
+
+    def save(self) -> None:
+        save_checkpoint(self.out / CHECKPOINT, self.state_arrays())
 
     @classmethod
-    def resume(cls, out, data: Optional[Data] = None, backend: Optional[str] = None,
-               device: Optional[str] = None) -> "Run":
-        """Continue the run in ``out``, on its own backend and device or on those given."""
+    def resume(cls, out, data: Optional[Data] = None, epochs: Optional[int] = None,
+               data_root: Optional[str] = None, download: Optional[bool] = None,
+               backend: Optional[str] = None, device: Optional[str] = None) -> "Run":
+        """Continue the run in ``out``, optionally up to ``epochs`` (at least those done).
+
+        ``data_root`` and ``download`` say where the (checksummed, hence
+        identical) data is now; ``backend`` and ``device`` where the steps run
+now (default: the run's own; either backend reads the other's checkpoint). Nothing in the folder changes before
+        :meth:`train`, and nothing at all if this raises.
+
+        Raises
+        ------
+        RunFolderError, ConfigError, CheckpointError
+            Naming the file (and entry) that does not allow resuming.
+        """
         out = Path(out)
-        if not (out / "config.json").is_file():
-            raise FileNotFoundError(f"{out} is not a run folder (no config.json)")
-        cfg = RunConfig.load(out / "config.json")
+        if not (out / CONFIG).is_file():
+            what = "does not exist" if not out.exists() else f"is not a run folder (no {CONFIG})"
+            raise RunFolderError(f"{out} {what}; start a new run there with --out {out}")
+        cfg = RunConfig.load(out / CONFIG)
+        ck_path = out / CHECKPOINT
+        ck = load_checkpoint(ck_path) if ck_path.is_file() else None
+        epoch = _checkpoint_epoch(ck_path, ck, cfg) if ck is not None else 0
+        rows, note = resume_history(out, history_rows(ck_path, ck, epoch) if ck else None, epoch)
+        if epochs is not None:
+            if epochs < epoch:
+                raise ConfigError(f"--epochs {epochs} is below the {epoch} epochs {out} has "
+                                  f"already finished; give at least {epoch}")
+            cfg.epochs = epochs
+            cfg.validate(names={"epochs": "--epochs"})
+        cfg.data_root = cfg.data_root if data_root is None else data_root
+        cfg.download = cfg.download if download is None else download
         cfg.backend, cfg.device = backend or cfg.backend, device or cfg.device
         run = cls(cfg, out, data)
-        ck = load_checkpoint(out / CHECKPOINT)
-        try:
-            run.backend.load_state(ck)
-            run.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
-            run.epoch = int(ck["meta/epoch"])
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{out / CHECKPOINT} does not match the run's config: {e}") from None
-        run.rows = read_metrics(out / "metrics.csv")[:run.epoch]
+        if ck is not None:
+            run._load_state(ck_path, ck)
+        run.epoch, run.rows, run.note, run.owns_folder = epoch, rows, note, True
         return run
+
+    def _load_state(self, path: Path, ck: Dict[str, np.ndarray]) -> None:
+        """Check every entry against what this run writes, then load."""
+        for key in META_FIELDS:
+            if f"meta/{key}" in ck and str(ck[f"meta/{key}"]) != str(getattr(self.cfg, key)):
+                raise CheckpointError(f"{path}: entry 'meta/{key}' is {str(ck[f'meta/{key}'])!r} "
+                                      f"but config.json says {getattr(self.cfg, key)!r}")
+        # Checked elsewhere: the history by history_rows, the meta strings by value above.
+        checked = {"history/columns", "history/values"} | {f"meta/{k}" for k in META_FIELDS}
+        required = {k: v for k, v in self.state_arrays().items() if k not in checked}
+        check_entries(path, {k: v for k, v in ck.items() if k not in checked}, required,
+                      self.backend.optional_state())
+        try:
+            self.backend.load_state(ck)
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+        self.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
+
+    def _prepare_folder(self) -> None:
+        """A new run: refuse a used folder, then write config.json. A resumed one:
+        remove stale temporary files, save a changed config, restore metrics.csv."""
+        if not self.owns_folder:
+            check_new_folder(self.out)
+            if self.cfg.threads is None:      # what the trainer's steps use (runtime.step_threads)
+                self.cfg.threads = pinned_blas_threads() or STEP_THREADS
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.cfg.save(self.out / CONFIG)
+            except OSError as e:
+                raise RunFolderError(f"cannot write the run folder {self.out} ({e.strerror or e})") from None
+            self.owns_folder = True
+            return
+        remove_stale_files(self.out)
+        if RunConfig.load(self.out / CONFIG) != self.cfg:
+            self.cfg.save(self.out / CONFIG)
+        if self.rows:
+            write_metrics(self.out / METRICS, self.rows)
 
     # -- training --------------------------------------------------------
     def train(self, progress: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, float]]:
-        """Train up to ``cfg.epochs``, writing metrics and a checkpoint after every epoch."""
+        """Train up to ``cfg.epochs``; after every epoch write the checkpoint, then metrics.csv."""
         from tqdm import tqdm
 
         keep_freed_memory()     # the run owns its process: steps reuse their pages
         cfg, d = self.cfg, self.data
-        self.out.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.out / "config.json")
+        self._prepare_folder()
+        if self.note:
+            log(self.note)
+            self.note = None
         steps_per_epoch = -(-len(d.train_y) // cfg.batch_size)
         bar = tqdm(total=(cfg.epochs - self.epoch) * steps_per_epoch, disable=not progress,
                    unit="step", dynamic_ncols=True, leave=False)
@@ -109,9 +191,10 @@ class Run:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
                 row = self._train_epoch(epoch, bar)
                 self.rows.append(row)
-                write_metrics(self.out / "metrics.csv", self.rows)
                 self.epoch = epoch
-                self.save()
+                self.save()                          # the truth, history included
+                kill_point("checkpoint-saved")
+                write_metrics(self.out / METRICS, self.rows)
                 log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  train {row['train_acc']:.4f}  "
                     f"test {row['test_acc']:.4f}  density {row['density']:.3f}/{row['bdensity']:.3f}  "
                     f"flops {row['flops_exact']:.3f}/{row['flops_ideal']:.3f}")
@@ -125,9 +208,18 @@ class Run:
         sums = {"loss": 0.0, "ce": 0.0, "alpha_term": 0.0, "beta_term": 0.0, "train_acc": 0.0}
         n, V, start = 0, float("nan"), time.perf_counter()
         for index, (x, y) in enumerate(iterate_batches(d.train_x, d.train_y, cfg.batch_size, rng)):
+            kill_point("step")
             if d.augment:
                 x = cifar_train_transform(x, rng)
-            st = tr.step(x, y, epoch=epoch, index=index)
+            try:
+                # Overflow shows up as inf or NaN, which the layers and the trainer
+                # name below; numpy's warnings would only add noise before that message.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    st = tr.step(x, y, epoch=epoch, index=index)
+                if not np.isfinite(st.loss):
+                    raise FloatingPointError(f"the loss is {st.loss}")
+            except FloatingPointError as e:
+                raise self._diverged(epoch, f"step {index + 1}", e) from e
             for key in ("loss", "ce", "alpha_term", "beta_term"):
                 sums[key] += getattr(st, key) * len(y)
             sums["train_acc"] += st.accuracy * len(y)
@@ -138,7 +230,10 @@ class Run:
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{st.loss:.3f}", acc=f"{st.accuracy:.2f}", refresh=False)
         tr.end_epoch()
-        test_acc, test_loss = tr.evaluate(d.test_x, d.test_y, cfg.test_batch_size)
+        try:
+            test_acc, test_loss = tr.evaluate(d.test_x, d.test_y, cfg.test_batch_size)
+        except FloatingPointError as e:
+            raise self._diverged(epoch, "the test pass", e) from e
         self.totals["seconds"] += time.perf_counter() - start
         dense = self.totals["dense_flops"] or 1.0
         row = {"epoch": epoch, "lr": tr.lr, **{k: v / n for k, v in sums.items()},
@@ -151,19 +246,20 @@ class Run:
         return row
 
 
-def write_metrics(path, rows: List[Dict[str, float]]) -> None:
-    """Rewrite metrics.csv from ``rows`` (small: one row per epoch)."""
-    tmp = Path(path).with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    def _diverged(self, epoch: int, where: str, e: Exception) -> TrainingDivergedError:
+        done = (f"{self.out} keeps the checkpoint of epoch {self.epoch}" if self.epoch
+                else "no epoch had finished")
+        return TrainingDivergedError(
+            f"training diverged in epoch {epoch}, {where}: {e}. {done}; start again with a "
+            f"smaller learning rate (--lr; this run's is {self.cfg.lr:g}) in a new --out, or "
+            f"with --overwrite")
 
 
-def read_metrics(path) -> List[Dict[str, float]]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def _checkpoint_epoch(path: Path, ck: Dict[str, np.ndarray], cfg: RunConfig) -> int:
+    """``meta/epoch``: a 0-d integer in 1..cfg.epochs (the epochs the checkpoint holds)."""
+    e = ck.get("meta/epoch")
+    if e is None or e.shape != () or e.dtype.kind not in "iu" or not 1 <= int(e) <= cfg.epochs:
+        got = "missing" if e is None else f"{e.dtype} {e.shape} {e.tolist()!r}"
+        raise CheckpointError(f"{path}: entry 'meta/epoch' must be an integer from 1 to the run's "
+                              f"{cfg.epochs} epochs, got {got}")
+    return int(e)

@@ -275,11 +275,15 @@ class Trainer:
         """Total L2 norm of all gradients and the per-gradient squared norms;
         names the first non-finite gradient (a NaN or inf makes its norm non-finite)."""
         sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads.values()]
-        norm = float(np.sqrt(sum(sq)))
-        if not np.isfinite(norm):
-            bad = next(name for name, g in grads.items() if not np.isfinite(g).all())
-            raise FloatingPointError(f"Trainer: the gradient of {bad!r} contains NaN or inf")
-        return norm, sq
+        # A float32 sum of squares overflows for |g| > ~1.8e19 although every entry
+        # is finite: redo those in float64, and name the parameter if still not finite.
+        for i, (name, g) in enumerate(grads.items()):
+            if not np.isfinite(sq[i]):
+                g64 = g.reshape(-1).astype(np.float64)
+                sq[i] = float(np.dot(g64, g64))
+                if not np.isfinite(sq[i]):
+                    raise FloatingPointError(f"Trainer: the gradient of {name!r} contains NaN or inf")
+        return float(np.sqrt(sum(sq))), sq
 
     def step_cost(self) -> CostTotals:
         """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting")."""
@@ -330,6 +334,8 @@ def model_dtype(model) -> np.dtype:
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 100):
     """Accuracy and mean cross-entropy of ``model`` in eval mode, batch by batch."""
+    if len(images) == 0:
+        raise ValueError("evaluate: no images to evaluate (N = 0)")
     model.eval()
     loss_fn = CrossEntropyLoss(dtype=model_dtype(model))
     correct, loss_sum = 0, 0.0

@@ -86,8 +86,14 @@ def assert_same_checkpoint(ck_a, ck_b, tol=TOL):
         assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
         if key == "totals/seconds":
             continue
-        if a.dtype == bool:
+        if a.dtype == bool or a.dtype.kind == "U":          # masks; meta/ and history/ names
             np.testing.assert_array_equal(a, b, err_msg=key)
+            continue
+        if key == "history/values":                         # the metrics rows, column by column
+            for j, column in enumerate(ck_a["history/columns"].tolist()):
+                if column != "seconds":
+                    np.testing.assert_array_equal(np.isnan(a[:, j]), np.isnan(b[:, j]), err_msg=column)
+                    assert rel(np.nan_to_num(a[:, j]), np.nan_to_num(b[:, j])) <= tol, column
             continue
         err = rel(a, b)
         assert err <= tol, (key, err)
@@ -135,9 +141,8 @@ def test_resume_on_the_other_backend(first, second, tmp_path, sample_data):
     rows_full, ck_full = train(cfg, tmp_path / "full", sample_data, first)
     half = dataclasses.replace(cfg, epochs=1)
     train(half, tmp_path / "switched", sample_data, first)
-    run = Run.resume(tmp_path / "switched", data=sample_data, backend=second)
+    run = Run.resume(tmp_path / "switched", data=sample_data, epochs=3, backend=second)
     assert run.epoch == 1 and run.cfg.backend == second
-    run.cfg.epochs = 3
     run.train(**QUIET)
     assert json.loads((tmp_path / "switched" / "config.json").read_text())["backend"] == second
     rows = read_metrics(tmp_path / "switched" / "metrics.csv")
@@ -173,7 +178,7 @@ def test_big_models_on_cifar_format_archives(model, dataset, tmp_path, monkeypat
 
 
 # -- the command line --------------------------------------------------------------------
-def test_cli_torch_run_then_plot(tmp_path):
+def test_cli_torch_run_resumed_on_numpy_then_plot(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "dfbst_np", "train", "--backend", "torch",
                         "--epochs", "1", "--train-limit", "64", "--test-limit", "50",
@@ -183,6 +188,12 @@ def test_cli_torch_run_then_plot(tmp_path):
     assert (cfg["backend"], cfg["device"], cfg["dtype"]) == ("torch", "cpu", "float32")
     ck = load_checkpoint(out / "checkpoint.npz")
     assert ck["model/fc1.weight"].dtype == np.float32
+    r = subprocess.run([sys.executable, "-m", "dfbst_np", "train", "--resume", str(out), "--backend",
+                        "numpy", "--epochs", "2", "--no-progress"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["backend"] == "numpy"
+    assert [row["epoch"] for row in read_metrics(out / "metrics.csv")] == [1, 2]
     r = subprocess.run([sys.executable, "-m", "dfbst_np", "plot", str(out)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and (out / "density.png").stat().st_size > 1000

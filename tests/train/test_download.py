@@ -1,4 +1,5 @@
 """download() and load_dataset(download=True) against a local HTTP server on 127.0.0.1."""
+import contextlib
 import hashlib
 import http.server
 import socket
@@ -43,18 +44,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+@contextlib.contextmanager
+def serve(handler):
+    """A threaded HTTP server on 127.0.0.1 with ``routes``, ``hits`` and ``url``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.routes, httpd.hits = {}, []
     httpd.daemon_threads = True
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    with serve(_Handler) as httpd:
+        yield httpd
 
 
 @pytest.fixture

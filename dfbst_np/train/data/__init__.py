@@ -19,13 +19,14 @@ from .download import DownloadError, IncompleteDownloadError, download, part_pat
 from .idx import IdxFormatError, parse_idx, read_idx
 from .loader import (CIFAR_MEAN, CIFAR_STD, cifar_test_transform, cifar_train_transform, crop,
                      hflip, iterate_batches, normalize, random_crop_flip)
-from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_loads
+from .safe_pickle import MalformedPickleError, RestrictedUnpickler, UnsafePickleError, safe_loads
 from .sample import SAMPLE_PATH, SAMPLE_SHA256, load_sample_arrays
 from .sources import SOURCES, DatasetNotFoundError
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "ChecksumError", "CifarFormatError", "DATASET_NAMES", "Dataset",
     "DatasetNotFoundError", "DownloadError", "IdxFormatError", "IncompleteDownloadError",
+    "MalformedPickleError",
     "RestrictedUnpickler", "SAMPLE_PATH", "SAMPLE_SHA256", "SOURCES", "UnsafeArchiveError",
     "UnsafePickleError",
     "cifar_test_transform", "cifar_train_transform", "crop", "default_root", "download",

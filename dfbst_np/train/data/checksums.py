@@ -10,13 +10,15 @@ import hashlib
 import os
 from typing import Optional, Tuple, Union
 
+from ...errors import DataError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 ALGORITHMS = ("md5", "sha256")
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataError, ValueError):
     """A file's checksum differs from the one it must have.
 
     Attributes

@@ -26,6 +26,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ...errors import DataError
 from .checksums import verify_bytes
 from .safe_pickle import safe_loads
 from .sources import CIFAR_MEMBER_MD5, SOURCES
@@ -37,11 +38,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 _MAX_MEMBER_BYTES = 512 << 20
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(DataError, ValueError):
     """A tar archive has a member that could escape the folder it belongs in."""
 
 
-class CifarFormatError(ValueError):
+class CifarFormatError(DataError, ValueError):
     """A CIFAR archive or pickle lacks what the format requires."""
 
 
@@ -214,8 +215,11 @@ def read_cifar_folder(folder: PathLike, dataset: str = "cifar10", train: bool = 
     blobs = []
     for name in (layout.train if train else layout.test) + (layout.meta,):
         path = os.path.join(folder, name)
-        with open(path, "rb") as f:
-            blob = f.read()
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+        except OSError as exc:
+            raise CifarFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
         verify_bytes(blob, path, md5=md5s[name])
         blobs.append((name, blob))
     return _assemble(blobs, layout, folder)

@@ -24,10 +24,11 @@ from typing import List, Optional, Union
 
 import numpy as np
 
+from ...errors import ConfigError, DataError
 from .checksums import ChecksumError, hash_bytes
-from .cifar import LAYOUTS, read_cifar_archive, read_cifar_folder
+from .cifar import LAYOUTS, CifarFormatError, read_cifar_archive, read_cifar_folder
 from .download import download as _download
-from .idx import parse_idx
+from .idx import IdxFormatError, parse_idx
 from .sample import load_sample_arrays
 from .sources import FASHION_CLASSES, IDX_CLASSES, SOURCES, DatasetNotFoundError, RemoteFile
 
@@ -90,7 +91,7 @@ def canonical_name(name: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
     return key
 
 
@@ -191,7 +192,7 @@ def _load_idx_dataset(name: str, root: Path, train: bool, download: bool, progre
         raise DatasetNotFoundError(_missing_message(name, train, [folder] + fallbacks, missing))
     images, labels = arrays
     if images.dtype != np.uint8 or labels.dtype != np.uint8 or len(images) != len(labels):
-        raise ValueError(f"{name}: expected uint8 images and labels of one length, got "
+        raise IdxFormatError(f"{name}: expected uint8 images and labels of one length, got "
                          f"{images.dtype} {images.shape} and {labels.dtype} {labels.shape}")
     return Dataset(to_float_images(images), labels.astype(np.int64), list(IDX_CLASSES[name]), name, train)
 
@@ -202,7 +203,19 @@ def _load_cifar(name: str, root: Path, train: bool, download: bool, progress: bo
     rf = SOURCES[name].files[0]
     archive = root / rf.filename
     folder = root / LAYOUTS[name].base
-    if download and not folder.is_dir():
+    if folder.is_dir() and not archive.is_file():
+        try:
+            images, labels, classes = read_cifar_folder(folder, name, train)
+            return Dataset(to_float_images(images), labels, classes, name, train)
+        except DataError as exc:
+            if not download:
+                raise CifarFormatError(
+                    f"{exc}\nThe extracted folder {folder} is damaged. Move it aside (or delete "
+                    f"it) and put {rf.filename} in {root}, or pass download=True (--download on "
+                    f"the command line): the archive is then fetched, checked and read instead, "
+                    f"and the folder is left as it is.") from None
+            # The archive, once fetched, takes precedence; the user's folder stays untouched.
+    if download:
         # Verifies an existing archive, replaces a bad one, fetches a missing one.
         _download(SOURCES[name].urls(rf.filename), archive, md5=rf.md5, progress=progress)
     if archive.is_file():
@@ -211,8 +224,6 @@ def _load_cifar(name: str, root: Path, train: bool, download: bool, progress: bo
         except ChecksumError as exc:
             raise ChecksumError(exc.path, exc.algorithm, exc.expected, exc.got,
                                 note="delete it, or pass download=True to fetch a good copy") from None
-    elif folder.is_dir():
-        images, labels, classes = read_cifar_folder(folder, name, train)
     else:
         raise DatasetNotFoundError(
             f"{name} not found: expected {archive} (or an extracted {folder}/).\n"

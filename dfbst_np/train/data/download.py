@@ -9,12 +9,16 @@ The rules that keep a bad file from ever being taken for a good one:
   process may leave one behind, but nothing reads ``.part`` files and the
   next run overwrites it;
 * an existing ``dest`` is re-verified before it is used, and deleted if it
-  fails (it is known bad, and keeping it would only invite its use).
+  fails (it is known bad, and keeping it would only invite its use);
+* a transfer has an overall deadline besides the per-read timeout (a server
+  that trickles a byte a second never ends one otherwise), and redirects are
+  followed only to http(s) URLs.
 """
 from __future__ import annotations
 
 import http.client
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
+from ...errors import DataError
 from .checksums import ChecksumError, hash_file, new_hash, pick_checksum
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -31,7 +36,7 @@ _CHUNK = 1 << 16
 _USER_AGENT = "dfbst_np-data/0.1 (urllib)"
 
 
-class DownloadError(OSError):
+class DownloadError(DataError, OSError):
     """No mirror gave a file with the right checksum.
 
     Attributes
@@ -50,8 +55,26 @@ class DownloadError(OSError):
         super().__init__("\n".join(lines))
 
 
-class IncompleteDownloadError(OSError):
+class IncompleteDownloadError(DataError, OSError):
     """The server closed the connection before sending the announced length."""
+
+
+class DownloadTimeoutError(DataError, OSError):
+    """A transfer took longer than its overall deadline."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) URLs only (urllib alone would also follow ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme
+        if scheme not in ("http", "https"):
+            raise urllib.error.URLError(
+                f"{req.full_url} redirects to {newurl!r}; only http and https are followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def part_path(dest: PathLike) -> Path:
@@ -67,18 +90,26 @@ def _check_url(url: str) -> None:
         raise ValueError(f"refusing non-HTTP(S) URL {url!r}")
 
 
-def _fetch(url: str, tmp: Path, algorithm: str, timeout: float, progress: bool) -> str:
+def _fetch(url: str, tmp: Path, algorithm: str, timeout: float, progress: bool,
+           deadline: float) -> str:
     """Stream ``url`` into ``tmp``; return the hex digest of what arrived."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     digest = new_hash(algorithm)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    stop = time.monotonic() + deadline
+    with _OPENER.open(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         received = 0
         with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
                                           unit_divisor=1024, desc=tmp.name[:-5],
                                           disable=not progress, leave=False) as bar:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
+            # read1: at most one socket read, so the deadline is checked between reads
+            # (read(n) would wait for all n bytes, however slowly they come).
+            for chunk in iter(lambda: response.read1(_CHUNK), b""):
+                if time.monotonic() > stop:
+                    raise DownloadTimeoutError(
+                        f"{url}: not finished after the {deadline:g} s deadline "
+                        f"({received} bytes received); the server is too slow")
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
@@ -101,7 +132,8 @@ def _remove(path: Path) -> None:
 
 
 def download(urls: Union[str, Sequence[str]], dest: PathLike, *, md5: Optional[str] = None,
-             sha256: Optional[str] = None, progress: bool = True, timeout: float = 60.0) -> Path:
+             sha256: Optional[str] = None, progress: bool = True, timeout: float = 60.0,
+             deadline: float = 3600.0) -> Path:
     """Fetch ``dest`` from the first mirror that gives the right bytes.
 
     Parameters
@@ -116,6 +148,8 @@ def download(urls: Union[str, Sequence[str]], dest: PathLike, *, md5: Optional[s
         Show a tqdm progress bar on stderr.
     timeout : float
         Seconds each connection and each read may block.
+    deadline : float
+        Seconds the whole transfer of one file from one mirror may take.
 
     Returns
     -------
@@ -149,7 +183,7 @@ def download(urls: Union[str, Sequence[str]], dest: PathLike, *, md5: Optional[s
     attempts: List[Tuple[str, BaseException]] = []
     for url in urls:
         try:
-            got = _fetch(url, tmp, algorithm, timeout, progress)
+            got = _fetch(url, tmp, algorithm, timeout, progress, deadline)
             if got != expected:
                 raise ChecksumError(dest, algorithm, expected, got, note=f"downloaded from {url}")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ChecksumError) as exc:

@@ -8,12 +8,14 @@ stream is recognised by its own magic bytes, not by the file name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from typing import Optional, Union
 
 import numpy as np
 
+from ...errors import DataError
 PathLike = Union[str, "os.PathLike[str]"]
 
 # IDX element type code -> big-endian NumPy dtype.
@@ -28,7 +30,7 @@ IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataError, ValueError):
     """An IDX file is malformed: wrong magic, short, too long, bad gzip."""
 
 
@@ -89,7 +91,8 @@ def parse_idx(data: bytes, name: str = "<bytes>", expected_ndim: Optional[int] =
         raise IdxFormatError(f"{name}: truncated header: {len(data)} bytes, need {header} for {ndim} dims")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_TYPES[type_code]
-    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: a hostile header's sizes must not wrap around in int64.
+    want = math.prod(shape) * dtype.itemsize
     got = len(data) - header
     if got != want:
         kind = "truncated" if got < want else "too long"

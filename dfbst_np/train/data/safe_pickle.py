@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import DataError
 try:  # NumPy >= 2
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - NumPy 1.x
@@ -31,8 +32,12 @@ ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(DataError, pickle.UnpicklingError):
     """A pickle referenced a global outside :data:`ALLOWED_GLOBALS`."""
+
+
+class MalformedPickleError(DataError, pickle.UnpicklingError):
+    """A pickle stream is truncated or malformed."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -70,12 +75,12 @@ def safe_loads(data: bytes, name: str = "<pickle>") -> Any:
     ------
     UnsafePickleError
         If the pickle references any global but NumPy's array rebuilders.
-    pickle.UnpicklingError
-        Naming ``name`` if the stream is malformed.
+    MalformedPickleError
+        Naming ``name`` if the stream is malformed (a ``pickle.UnpicklingError``).
     """
     try:
         return RestrictedUnpickler(io.BytesIO(data), name).load()
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
-        raise pickle.UnpicklingError(f"{name}: malformed pickle ({exc})") from exc
+        raise MalformedPickleError(f"{name}: malformed pickle ({exc})") from exc

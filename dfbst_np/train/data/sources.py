@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from ...errors import DataError
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -144,5 +146,5 @@ IDX_CLASSES = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(DataError, FileNotFoundError):
     """A dataset's files are not where they were looked for; says how to get them."""
