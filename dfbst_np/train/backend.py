@@ -9,7 +9,8 @@ only this interface of it:
 * ``densities() -> {"density/<layer>": ..., "bdensity/<layer>": ...,
   "density": ..., "bdensity": ...}`` of the last masks;
 * ``state() -> {key: array}`` in the checkpoint's format (``model/``,
-  ``optim/``, ``sched/``, ``mask/``, ``dmask/``) and ``load_state(arrays)``;
+  ``optim/``, ``sched/``, ``mask/``, ``dmask/``), ``load_state(arrays)`` and
+  ``optional_state()`` (templates of the entries a checkpoint may lack);
 * ``model``: the backend's own model object.
 
 ``numpy`` is :class:`NumpyBackend` below. ``torch`` is
