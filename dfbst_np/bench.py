@@ -58,7 +58,9 @@ import argparse
 import csv
 import os
 import platform
+import re
 import sys
+import tempfile
 import time
 import tracemalloc
 from contextlib import contextmanager
@@ -410,6 +412,34 @@ def part_times(v: Variant, steps: int) -> Dict[str, float]:
     return parts
 
 
+# What torch writes to stderr (file descriptor 2, from C++) around every memory-profiled
+# step, none of it about the run: kineto logs each profiler start and stop
+# ("USDT: ... SyncActivityProfilerHandler.cpp ... profiler_start"), and c10's CPU allocator
+# warns once that blocks allocated before profiling started will not be counted (they
+# are not meant to be: the peak is taken above the step's start). Neither can be turned
+# off from Python once torch is loaded.
+_PROFILER_NOISE = re.compile(r"SyncActivityProfilerHandler|\] profiler_st(art|op)\b|"
+                             r"allocated before the profiling started")
+
+
+@contextmanager
+def _without_profiler_noise():
+    """Hold back the profiler's own lines on stderr; pass every other line on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _PROFILER_NOISE.search(line):
+                    sys.stderr.write(line)
+
+
 def peak_memory(v: Variant) -> float:
     """Peak bytes allocated during one step above what was live at its start."""
     v.restore()
@@ -425,7 +455,8 @@ def peak_memory(v: Variant) -> float:
     torch = _torch()
     try:
         profiler = torch.profiler
-        with profiler.profile(activities=[profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _without_profiler_noise(), \
+                profiler.profile(activities=[profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             v.step()
         cur = peak = 0
         for e in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -673,21 +704,28 @@ def main(argv=None) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="a few steps of small batches at two densities (CI): timings printed only")
-    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default 1)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    p.add_argument("--batches", nargs="+", type=int)
-    p.add_argument("--densities", nargs="+", type=float)
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch variants")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--steps", type=int, help="timed steps per variant per round")
-    p.add_argument("--out", default="benchmarks", help="folder for bench.csv and bench.png")
+                   help="a few steps of batch 8 at two densities (CI): timings printed only, no "
+                        "file written unless --out is given")
+    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default: 1)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help=f"networks to time (default: {' '.join(MODELS)})")
+    p.add_argument("--batches", nargs="+", type=int,
+                   help=f"batch sizes (default: {' '.join(map(str, BATCHES))}; --quick 8)")
+    p.add_argument("--densities", nargs="+", type=float,
+                   help=f"target forward densities (default: {' '.join(f'{d:g}' for d in DENSITIES)}; "
+                        "--quick 0.2 0.02)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the PyTorch variants (default: time them when torch is installed)")
+    p.add_argument("--rounds", type=int,
+                   help="round-robin rounds over all variants (default: 6; --quick 2)")
+    p.add_argument("--steps", type=int,
+                   help="timed steps per variant per round (default: 5; --quick 2)")
+    p.add_argument("--out", help="folder for bench.csv and bench.png (bench-quick.* with --quick) "
+                                 "(default: benchmarks; with --quick none: nothing is written)")
 
 
 def check_args(args) -> None:
     """Refuse bad values, and an --out that cannot hold the results, before any variant runs."""
-    from pathlib import Path
-
     from .errors import ConfigError
     for flag in ("threads", "batches", "rounds", "steps"):
         values = getattr(args, flag)
@@ -697,15 +735,21 @@ def check_args(args) -> None:
     for d in args.densities or ():
         if not 0 < d <= 1:
             raise ConfigError(f"--densities must lie in (0, 1], got {d}")
-    out = Path(args.out)
+    out = out_folder(args)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot be a folder for the results ({e.strerror or e})") from None
 
 
-def run_cli(args) -> int:
+def out_folder(args):
+    """Where the CSV and PNG go: --out; else benchmarks/, or nowhere for --quick."""
     from pathlib import Path
+    return Path(args.out) if args.out else None if args.quick else Path("benchmarks")
+
+
+def run_cli(args) -> int:
     check_args(args)
     quick = args.quick
     kw = dict(models=args.models,
@@ -717,11 +761,14 @@ def run_cli(args) -> int:
     t0 = time.perf_counter()
     result = run(**kw)
     rows = result["rows"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "bench-quick" if quick else "bench"
-    write_csv(rows, out / f"{stem}.csv")
-    plot(rows, out / f"{stem}.png")
+    out = out_folder(args)
+    written = ""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "bench-quick" if quick else "bench"
+        write_csv(rows, out / f"{stem}.csv")
+        plot(rows, out / f"{stem}.png")
+        written = f"; wrote {out / (stem + '.csv')} and {out / (stem + '.png')}"
     print()
     print(markdown_table(rows))
     print()
@@ -729,8 +776,7 @@ def run_cli(args) -> int:
     print()
     for line in targets(rows):
         print(line)
-    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s; "
-          f"wrote {out / (stem + '.csv')} and {out / (stem + '.png')}")
+    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s{written}")
     return 0
 
 

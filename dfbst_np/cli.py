@@ -9,6 +9,8 @@ traceback. Ctrl-C and SIGTERM stop a run cleanly and say how to continue it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import shlex
 import signal
 import sys
 import time
@@ -62,9 +64,46 @@ def _resume_conflicts(args, given: set, cfg) -> list:
     return bad
 
 
+SAMPLE_EPOCHS = 20
+
+
+def sample_milestones(epochs: int) -> tuple:
+    """lr x0.1 after half and three quarters of ``epochs``: SPEC's 80 and 120 of 160, scaled.
+
+    The committed sample's default schedule (10 and 15 of 20 epochs).
+    """
+    return tuple(sorted({m for m in (epochs // 2, 3 * epochs // 4) if m >= 1}))
+
+
+def _is_sample(dataset: str) -> bool:
+    from .train.data.datasets import canonical_name
+    try:
+        return canonical_name(dataset) == "sample"
+    except ValueError:
+        return False            # an unknown name is reported when the data is loaded
+
+
+def train_config(args):
+    """The RunConfig of a new run from ``train``'s arguments (the rules of ``train --help``)."""
+    from .train.config import default_config
+    cfg = default_config(args.model, args.method, dataset=args.dataset, epochs=args.epochs,
+                         milestones=args.milestones,
+                         batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
+                         beta=args.beta, seed=args.seed, dtype=args.dtype,
+                         train_limit=args.train_limit, test_limit=args.test_limit,
+                         kernel_path=args.kernel_path, weight_grad=args.weight_grad,
+                         data_root=args.data_root, threads=args.threads,
+                         download=args.download or None, backend=args.backend, device=args.device)
+    if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
+        cfg.epochs = SAMPLE_EPOCHS if args.epochs is None else args.epochs
+        if args.milestones is None:
+            cfg.milestones = sample_milestones(cfg.epochs)
+    return cfg
+
+
 def _train(args, given: set) -> int:
     from .runtime import set_blas_threads
-    from .train.config import RunConfig, default_config
+    from .train.config import RunConfig
     from .train.folder import CONFIG, check_new_folder, move_aside, resume_hint
     from .train.run import Run
 
@@ -93,17 +132,7 @@ def _train(args, given: set) -> int:
                                   download=args.download or None, backend=args.backend,
                                   device=args.device)
     else:
-        cfg = default_config(args.model, args.method, dataset=args.dataset, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
-                             beta=args.beta, seed=args.seed, dtype=args.dtype,
-                             train_limit=args.train_limit, test_limit=args.test_limit,
-                             kernel_path=args.kernel_path, weight_grad=args.weight_grad,
-                             data_root=args.data_root, threads=threads,
-                             download=args.download or None, backend=args.backend,
-                             device=args.device)
-        if args.epochs is None and cfg.dataset == "sample" and args.model == "lenet300_100" \
-                and args.method == "dfbst":
-            cfg.epochs, cfg.milestones = 20, (10, 15)   # the one-minute default
+        cfg = train_config(args)
         cfg.validate(names={f: _flag(f) for f in given})
         out = Path(args.out or f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
         if not args.overwrite:
@@ -119,6 +148,8 @@ def _train(args, given: set) -> int:
             moved = move_aside(out)
             if moved is not None:
                 print(f"moved the old {out} aside to {moved}", file=sys.stderr)
+        print(settings_line(run.cfg, run.out, threads, resumed_at=run.epoch if args.resume else None),
+              flush=True)
         t0 = time.perf_counter()
         rows = run.train(progress=not args.no_progress)
     except KeyboardInterrupt as e:
@@ -137,6 +168,23 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _schedule(cfg) -> str:
+    steps = ", ".join(str(m) for m in cfg.milestones)
+    return f"lr {cfg.lr:g}" + (f" x{cfg.gamma:g} after epochs {steps}" if steps else " constant")
+
+
+def settings_line(cfg, out, threads: int, resumed_at=None) -> str:
+    """The effective settings of a run, in two lines, printed before it starts."""
+    start = f"resuming at epoch {resumed_at} of {cfg.epochs}" if resumed_at is not None \
+        else f"{cfg.epochs} epochs"
+    clip = "none" if cfg.clip_norm is None else f"{cfg.clip_norm:g}"
+    return (f"{cfg.model} / {cfg.method} on {cfg.dataset}: {start}, {_schedule(cfg)}, "
+            f"batch {cfg.batch_size}, momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}, "
+            f"alpha {cfg.alpha:g}, beta {cfg.beta:g}, clip {clip}, seed {cfg.seed}, {cfg.dtype}\n"
+            f"  BLAS threads {threads}, weight grad {cfg.weight_grad}, "
+            f"kernel path {cfg.kernel_path or 'auto'}, run folder {out}")
+
+
 def _print_summary(run, rows, seconds: float) -> None:
     if not rows:
         print(f"nothing to do: {run.out} already has {run.epoch} epochs")
@@ -144,8 +192,8 @@ def _print_summary(run, rows, seconds: float) -> None:
     last = rows[-1]
     best = max(r["test_acc"] for r in rows)
     cfg = run.cfg
-    print(f"\n{cfg.model} / {cfg.method} on {cfg.dataset}, {cfg.epochs} epochs, seed {cfg.seed} "
-          f"({seconds:.0f} s; run folder {run.out})")
+    print(f"\n{cfg.model} / {cfg.method} on {cfg.dataset}, {cfg.epochs} epochs ({_schedule(cfg)}), "
+          f"seed {cfg.seed} ({seconds:.0f} s; run folder {run.out})")
     table = [("test accuracy, final", f"{last['test_acc']:.4f}"),
              ("test accuracy, best", f"{best:.4f}"),
              ("forward density M", f"{last['density']:.4f}"),
@@ -155,6 +203,7 @@ def _print_summary(run, rows, seconds: float) -> None:
     width = max(len(k) for k, _ in table)
     for k, v in table:
         print(f"  {k:<{width}}  {v}")
+    print(f"plots (accuracy, density, FLOPs): python -m dfbst_np plot {shlex.quote(str(run.out))}")
 
 
 def _plot(args) -> int:
@@ -168,7 +217,10 @@ def _check_grads(args) -> int:
     try:
         from .reference.compare import check_model
     except ImportError as e:
-        raise SystemExit(f"error: check-grads needs PyTorch ({e}); pip install torch==2.13.0")
+        if importlib.util.find_spec("torch") is not None:
+            raise                           # torch is there: the failure is ours, show it
+        print(f"error: check-grads: {e}", file=sys.stderr)   # says how to install torch
+        return 2
     if args.batch_size < 1 or args.seed < 0 or not 0 < args.tol < float("inf"):
         raise ConfigError(f"check-grads needs --batch-size >= 1, --seed >= 0 and a finite --tol > 0, "
                           f"got {args.batch_size}, {args.seed}, {args.tol}")
@@ -182,61 +234,152 @@ def _bench(args) -> int:
     return run_cli(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dfbst_np",
-                                description="DFBST sparse training in plain NumPy.")
-    sub = p.add_subparsers(dest="command")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: ...)" to a flag's help unless the text states it already.
 
-    t = sub.add_parser("train", help="train a model (default: LeNet-300-100, DFBST, the sample)")
-    t.add_argument("--model", choices=MODELS, default="lenet300_100")
-    t.add_argument("--method", choices=METHODS, default="dfbst")
+    Flags without a value (switches) and flags whose default is None (it
+    depends on other flags, so their help says what it is) get nothing added.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults; its subcommands' parsers are Parsers too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _Epochs(argparse.Action):
+    """``--milestones 10,15`` or ``--milestones 10 15`` or ``--milestones none``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        epochs = []
+        for value in values:
+            for word in value.replace(",", " ").split():
+                if word.lower() == "none":
+                    continue
+                if not word.isdigit() or int(word) < 1:
+                    parser.error(f"{option_string}: expected epochs >= 1 separated by commas or "
+                                 f"spaces, or 'none'; got {value!r}")
+                epochs.append(int(word))
+        setattr(namespace, self.dest, tuple(epochs))
+
+
+TRAIN_EPILOG = f"""\
+defaults: SPEC's reference settings for the model (SGD lr 0.1, momentum 0.9,
+weight decay 1e-4, alpha 5e-6, beta 0.1, clipping at 1, lr x0.1 after
+epochs 80 and 120, 160 epochs, batch 64, seed 7, float32); --method dst
+takes DST's own (lr 0.01, alpha 5e-4, 20 epochs, no weight decay, no
+clipping, constant lr).
+
+on the committed sample (the default dataset of the LeNets), every model
+and method trains {SAMPLE_EPOCHS} epochs unless --epochs says otherwise, with lr x0.1
+after half and three quarters of the epochs (10 and 15 of 20; SPEC's 80 and
+120 of 160) unless --milestones says otherwise. On the full datasets the
+milestones stay at 80 and 120 (DST: none) whatever --epochs is.
+
+every run prints its effective settings first, one line per epoch, and a
+summary; its folder gets config.json, metrics.csv and checkpoint.npz after
+every epoch (draw them with: python -m dfbst_np plot RUN_DIR).
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m dfbst_np",
+               description="DFBST sparse training in plain NumPy. Without a command: train.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND",
+                           help="what to do; `python -m dfbst_np COMMAND --help` describes each")
+
+    t = sub.add_parser("train", help="train a model (default: LeNet-300-100, DFBST, the sample)",
+                       description="Train a model and write a run folder.", epilog=TRAIN_EPILOG)
+    t.add_argument("--model", choices=MODELS, default="lenet300_100", help="network to train")
+    t.add_argument("--method", choices=METHODS, default="dfbst",
+                   help="dense: no masks; dst: forward mask M only (DST); dfbst: forward mask M "
+                        "and backward mask D (the paper)")
     t.add_argument("--dataset", help="sample, mnist, fashion_mnist, kmnist, cifar10, cifar100 "
-                                     "(default: sample for LeNets, cifar10/100 for VGG/ResNet)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--alpha", type=float)
-    t.add_argument("--beta", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--dtype", choices=("float32", "float64"))
-    t.add_argument("--train-limit", type=int, help="use only the first N training images")
-    t.add_argument("--test-limit", type=int, help="use only the first N test images")
-    t.add_argument("--kernel-path", choices=("dense", "sparse", "auto"))
+                                     "(default: sample for the LeNets, cifar10 for vgg16, "
+                                     "cifar100 for resnet18)")
+    t.add_argument("--epochs", type=int,
+                   help=f"epochs to train; with --resume the new total (default: {SAMPLE_EPOCHS} on "
+                        "the sample, else 160, dst 20; with --resume the run's own)")
+    t.add_argument("--milestones", nargs="+", action=_Epochs, metavar="EPOCHS",
+                   help="epochs after which lr is multiplied by 0.1, e.g. 10,15 or 10 15, or none "
+                        "(default: on the sample half and three quarters of --epochs, 10,15 for "
+                        "20; else 80,120, dst none)")
+    t.add_argument("--batch-size", type=int, help="training batch size (default: 64)")
+    t.add_argument("--lr", type=float, help="SGD learning rate (default: 0.1, dst 0.01)")
+    t.add_argument("--alpha", type=float,
+                   help="weight of the threshold penalty alpha * sum exp(-t) (default: 5e-6, "
+                        "dst 5e-4)")
+    t.add_argument("--beta", type=float,
+                   help="weight of V, the previous step's statistic of the backward-masked "
+                        "gradients, in dfbst's loss (default: 0.1)")
+    t.add_argument("--seed", type=int, help="seed of the weights and the batch order (default: 7)")
+    t.add_argument("--dtype", choices=("float32", "float64"),
+                   help="precision of weights, activations and gradients (default: float32)")
+    t.add_argument("--train-limit", type=int, help="use only the first N training images "
+                                                   "(default: all)")
+    t.add_argument("--test-limit", type=int, help="use only the first N test images (default: all)")
+    t.add_argument("--kernel-path", choices=("dense", "sparse", "auto"),
+                   help="how masked products run: dense BLAS on W * M, sparse (CSR and sampled "
+                        "kernels), or auto, chosen per layer from its density (default: auto)")
     t.add_argument("--weight-grad", choices=("exact", "predicted"),
                    help="exact: the paper's DFBST (default); predicted: the accelerated "
                         "approximation, dW only on the support M | previous D (dfbst only)")
-    t.add_argument("--data-root", help="data folder (default $DFBST_DATA or ~/.cache/dfbst_np)")
-    t.add_argument("--download", action="store_true", help="fetch missing data from the mirrors")
-    t.add_argument("--out", help="run folder (default runs/MODEL-METHOD-DATASET-seedS)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("--data-root", help="data folder (default: $DFBST_DATA or ~/.cache/dfbst_np)")
+    t.add_argument("--download", action="store_true",
+                   help="fetch missing data from the mirrors, checked against the published "
+                        "checksums (default: off)")
+    t.add_argument("--out", help="run folder (default: runs/MODEL-METHOD-DATASET-seedS)")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR with its saved settings; --epochs sets a "
+                        "new total (default: start a new run)")
     t.add_argument("--overwrite", action="store_true",
                    help="start over in --out even if it holds a run (the old folder is moved aside)")
     t.add_argument("--backend", choices=("numpy", "torch"),
-                   help="who runs the steps: numpy (default) or torch, the PyTorch reference "
-                        "step (same data, run folder and checkpoint; with --resume: the run's)")
+                   help="who runs the steps: numpy, or torch (the PyTorch reference step; same "
+                        "data, run folder and checkpoint) (default: numpy; with --resume the run's)")
     t.add_argument("--device", choices=("cpu", "cuda"),
-                   help="cpu (default) or cuda (--backend torch only; with --resume: the run's)")
+                   help="where torch runs the steps: cpu, or cuda (--backend torch only) "
+                        "(default: cpu; with --resume the run's)")
     t.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads, and torch's with --backend torch (default 1: the LeNets' "
-                        "products are too small to share)")
-    t.add_argument("--no-progress", action="store_true")
+                   help="BLAS threads, and torch's with --backend torch; one by default because "
+                        "the LeNets' products are too small to share (default: 1; with --resume "
+                        "the run's own)")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; the per-epoch lines are printed all the same")
     t.set_defaults(func=_train)
 
-    pl = sub.add_parser("plot", help="draw PNGs from a run folder's metrics.csv")
-    pl.add_argument("run_dir")
+    pl = sub.add_parser("plot", help="draw PNGs from a run folder's metrics.csv",
+                        description="Draw accuracy.png, density.png and flops.png into RUN_DIR.")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by train")
     pl.set_defaults(func=_plot)
 
-    c = sub.add_parser("check-grads", help="compare every gradient with the PyTorch reference")
-    c.add_argument("--model", choices=MODELS, default="lenet_5")
-    c.add_argument("--method", choices=METHODS, default="dfbst")
-    c.add_argument("--batch-size", type=int, default=4)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--tol", type=float, default=1e-10)
+    c = sub.add_parser("check-grads", help="compare every gradient with the PyTorch reference",
+                       description="One training step of a model in float64, NumPy against the\n"
+                                   "PyTorch reference; exits 1 on a mismatch. Needs torch.")
+    c.add_argument("--model", choices=MODELS, default="lenet_5", help="network to compare")
+    c.add_argument("--method", choices=METHODS, default="dfbst", help="masking method")
+    c.add_argument("--batch-size", type=int, default=4, help="images in the compared batch")
+    c.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    c.add_argument("--tol", type=float, default=1e-10,
+                   help="largest relative error accepted for every quantity")
     c.set_defaults(func=_check_grads)
 
     from .bench import add_arguments as bench_arguments
     b = sub.add_parser("bench", help="time whole training steps: dense, DST, DFBST (exact and "
-                                     "predicted) on each kernel path, against PyTorch")
+                                     "predicted) on each kernel path, against PyTorch",
+                       description="Time whole training steps of the LeNets: dense, DST, DFBST "
+                                   "(exact and\npredicted) on each kernel path, against PyTorch's "
+                                   "reference and dense\ntraining. benchmarks/README.md describes "
+                                   "the method.")
     bench_arguments(b)
     b.set_defaults(func=_bench)
     return p

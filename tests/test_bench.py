@@ -6,13 +6,17 @@ plain PyTorch dense training) at batch 8 and two densities, in a separate
 process (it pins BLAS threads). Timings are printed, never asserted: the
 test checks that every variant produced a row with finite numbers, that the
 CSV and the PNG were written and that the targets' summary was printed.
+Without ``--out``, ``--quick`` writes nothing and torch's profiler says
+nothing on stderr.
 """
 import csv
 import math
+import os
 import subprocess
 import sys
 
 import dfbst_np
+from dfbst_np.bench import _without_profiler_noise
 
 
 def test_quick_bench_runs(tmp_path):
@@ -48,3 +52,23 @@ def test_bench_is_a_cli_command():
     args = parser().parse_args(["bench", "--quick", "--no-torch", "--models", "lenet300_100"])
     assert args.quick and args.no_torch and args.models == ["lenet300_100"]
     assert dfbst_np.bench.MODELS == ("lenet300_100", "lenet_5")
+
+
+def test_quick_bench_without_out_writes_nothing_and_stderr_is_quiet(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dfbst_np", "bench", "--quick", "--models",
+                        "lenet300_100", "--densities", "0.2"], capture_output=True, text=True,
+                       timeout=600, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| model | batch |" in r.stdout and "wrote" not in r.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert r.stderr == ""                       # kineto's start/stop lines held back
+
+
+def test_profiler_noise_is_held_back_and_the_rest_passed_on(capfd):
+    with _without_profiler_noise():
+        os.write(2, b"USDT:2026-12-01 06:08:58 4535:4535 SyncActivityProfilerHandler.cpp:52] "
+                    b"profiler_start\n")
+        os.write(2, b"[W1201 CPUAllocator.cpp:245] Memory block of unknown size was allocated "
+                    b"before the profiling started, profiler results will not include it\n")
+        os.write(2, b"something else went wrong\n")
+    assert capfd.readouterr().err == "something else went wrong\n"

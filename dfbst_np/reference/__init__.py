@@ -19,7 +19,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "dfbst_np.reference needs PyTorch, which is not installed; "
-        "install it with: pip install torch==2.13.0  "
+        "install it with: pip install torch==2.13.0 "
         "(the rest of dfbst_np works without it)") from exc
 
 from .layers import BinaryStep, MaskedConv2d, MaskedLinear, binary_step, masked_layers

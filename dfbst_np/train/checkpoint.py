@@ -14,8 +14,8 @@ shape and dtype against what the run expects, before anything is loaded.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping
@@ -44,18 +44,37 @@ def kill_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-_MKSTEMP_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")    # tempfile's random names
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"     # as in tempfile.mkstemp's names
+_MKSTEMP_CHARS = set(_TEMP_CHARS)
 
 
 def _temp_prefix(path: Path) -> str:
     return path.name + "."
 
 
+def _create_temp(path: Path):
+    """(fd, path) of a new ``<name>.<8 random characters>.tmp`` beside ``path``, open for writing.
+
+    Named as tempfile.mkstemp names its files, and as exclusive (O_EXCL), but
+    created with mode 0666 less the umask like any file the user writes:
+    mkstemp's files are 0600.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / (_temp_prefix(path) + "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+                             + ".tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def save_checkpoint(path, arrays: Dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             kill_point("checkpoint-opened")

@@ -195,9 +195,7 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
                 self.save()                          # the truth, history included
                 kill_point("checkpoint-saved")
                 write_metrics(self.out / METRICS, self.rows)
-                log(f"epoch {epoch:3d}  loss {row['loss']:.4f}  train {row['train_acc']:.4f}  "
-                    f"test {row['test_acc']:.4f}  density {row['density']:.3f}/{row['bdensity']:.3f}  "
-                    f"flops {row['flops_exact']:.3f}/{row['flops_ideal']:.3f}")
+                log(epoch_line(epoch, row))
         finally:
             bar.close()
         return self.rows
@@ -253,6 +251,13 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
             f"training diverged in epoch {epoch}, {where}: {e}. {done}; start again with a "
             f"smaller learning rate (--lr; this run's is {self.cfg.lr:g}) in a new --out, or "
             f"with --overwrite")
+
+
+def epoch_line(epoch: int, row: Dict[str, float]) -> str:
+    """One epoch's numbers, each labelled: accuracies, densities of M and D, FLOPs so far / dense."""
+    return (f"epoch {epoch:3d}  loss {row['loss']:.4f}, accuracy train {row['train_acc']:.4f} "
+            f"test {row['test_acc']:.4f}, density M {row['density']:.3f} D {row['bdensity']:.3f}, "
+            f"FLOPs/dense exact {row['flops_exact']:.3f} ideal {row['flops_ideal']:.3f}")
 
 
 def _checkpoint_epoch(path: Path, ck: Dict[str, np.ndarray], cfg: RunConfig) -> int:

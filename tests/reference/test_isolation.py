@@ -31,3 +31,12 @@ def test_reference_without_torch_gives_install_hint():
             "try:\n    import dfbst_np.reference\nexcept ImportError as e:\n    print(e)\n")
     assert r.returncode == 0, r.stderr
     assert "pip install torch==2.13.0" in r.stdout
+
+
+def test_check_grads_without_torch_says_how_to_install_it_once():
+    r = run("import sys; sys.modules['torch'] = None\n"
+            "from dfbst_np.cli import main\nsys.exit(main(['check-grads']))\n")
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: check-grads:"), r.stderr
+    assert lines[0].count("pip install torch==2.13.0") == 1

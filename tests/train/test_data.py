@@ -355,13 +355,37 @@ def test_fashion_mnist_missing_message_mentions_debian(tmp_path, monkeypatch):
         load_dataset("fashion_mnist", root=tmp_path, train=False)
 
 
-def test_fashion_mnist_falls_back_to_debian_files(tmp_path):
-    # Needs Debian's dataset-fashion-mnist, which .ci/run installs.
-    d = load_dataset("fashion_mnist", root=tmp_path, train=False)
-    assert d.images.shape == (10000, 1, 28, 28) and d.images.dtype == np.float32
-    assert np.bincount(d.labels).tolist() == [1000] * 10
-    assert d.labels[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+def test_fashion_mnist_falls_back_to_debian_files(tmp_path, monkeypatch):
+    # Debian's dataset-fashion-mnist keeps the four files flat in one folder,
+    # recompressed (their .gz md5s differ from upstream's, their contents match):
+    # built here, small, with the published checksums pointed at them.
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    y = np.array([9, 2, 1, 1, 6], dtype=np.uint8)
+    debian = tmp_path / "usr-share-datasets-fashion-mnist"
+    debian.mkdir()
+    entries = []
+    for prefix in ("train", "t10k"):
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            name, raw = f"{prefix}-{kind}-ubyte.gz", idx_bytes(arr)
+            entries.append(RemoteFile(name, md5(gz(raw)), md5(raw)))  # as published (mtime 0)
+            (debian / name).write_bytes(gz(raw, mtime=1234567))        # as Debian repacked it
+    src = ds.SOURCES["fashion_mnist"]
+    monkeypatch.setitem(ds.SOURCES, "fashion_mnist", Source(src.folder, src.mirrors, tuple(entries)))
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", debian)
+    root = tmp_path / "root"                                           # holds nothing
+    d = load_dataset("fashion_mnist", root=root, train=False)
+    assert md5((debian / "t10k-images-idx3-ubyte.gz").read_bytes()) != entries[2].md5
+    assert d.images.shape == (5, 1, 28, 28) and d.images.dtype == np.float32
+    np.testing.assert_array_equal(d.images[:, 0], x.astype(np.float32) / np.float32(255))
+    assert d.labels.dtype == np.int64 and d.labels.tolist() == [9, 2, 1, 1, 6]
     assert d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"
+    assert not root.exists()                                           # nothing copied or written
+    # A Debian file whose content is not the published one is refused, by name.
+    (debian / "t10k-labels-idx1-ubyte.gz").write_bytes(gz(idx_bytes(y[::-1].copy())))
+    with pytest.raises(ChecksumError) as info:
+        load_dataset("fashion_mnist", root=root, train=False)
+    assert str(debian / "t10k-labels-idx1-ubyte.gz") in str(info.value)
 
 
 def test_load_cifar_from_root(tmp_path, monkeypatch):

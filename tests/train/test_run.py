@@ -1,6 +1,8 @@
 """Training runs end to end: learning, metrics vs checkpoint, resume, determinism, CLI errors."""
 import csv
 import dataclasses
+import os
+import stat
 import subprocess
 import sys
 
@@ -116,6 +118,19 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"a": np.arange(5)})
     np.testing.assert_array_equal(load_checkpoint(path)["a"], np.arange(3))   # old one intact
     assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]                  # no temp left
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_checkpoint_mode_follows_the_umask(tmp_path, umask):
+    # Written like any other file (0666 less the umask), not 0600 as a mkstemp file is.
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "ck.npz", {"a": np.arange(3)})
+        save_checkpoint(tmp_path / "ck.npz", {"a": np.arange(4)})     # the replacing write too
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ck.npz").stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
 
 
 # -- the command line: one clear message, exit status 2, no traceback ---------------------
