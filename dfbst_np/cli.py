@@ -1,4 +1,4 @@
-"""``python -m dfbst_np``: train, plot, check-grads, bench.
+"""``python -m dfbst_np``: train, plot, check-grads, verify, bench.
 
 Every failure a user can cause (an unknown name, a bad value, a used or
 damaged run folder, a corrupt checkpoint or data file, a diverging run) is
@@ -229,6 +229,15 @@ def _check_grads(args) -> int:
     return 0 if ok else 1
 
 
+def _verify(args) -> int:
+    try:
+        from .reference.verify_cli import run_cli
+    except ImportError as e:
+        print(f"error: verify needs PyTorch ({e}); pip install torch==2.13.0", file=sys.stderr)
+        return 2
+    return run_cli(args)
+
+
 def _bench(args) -> int:
     from .bench import run_cli
     return run_cli(args)
@@ -372,6 +381,39 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tol", type=float, default=1e-10,
                    help="largest relative error accepted for every quantity")
     c.set_defaults(func=_check_grads)
+
+    v = sub.add_parser("verify", help="check your own PyTorch DST/DFBST training step against "
+                                      "dfbst_np, stage by stage (exit 0 agrees, 1 diverges, 2 bad input)")
+    v.add_argument("--model", required=True, metavar="MODULE_OR_FILE:FACTORY",
+                   help="FACTORY() returns your torch model (cast to float64), e.g. my_code.py:make_model")
+    v.add_argument("--step", required=True, metavar="MODULE_OR_FILE:FACTORY",
+                   help="FACTORY(model) returns step(model, x, y, epoch, index) or (step, end_epoch)")
+    v.add_argument("--method", choices=METHODS, default="dfbst",
+                   help="the method your code implements (default: dfbst)")
+    v.add_argument("--stress", action="store_true",
+                   help="first move the model into every branch: t of both signs, u > 0, "
+                        "clipping, a reset (default: off)")
+    v.add_argument("--checkpoint", metavar="F.pth",
+                   help="load this state dict into your model first (torch.load weights_only=True; "
+                        "default: the factory's weights)")
+    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2", metavar="E:I,...",
+                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2)")
+    v.add_argument("--batch-size", type=int, default=8,
+                   help="images per step, from the committed sample (default: 8)")
+    v.add_argument("--input-shape", default="1,28,28", metavar="C,H,W",
+                   help="image shape your model takes; the sample is repeated over channels and "
+                        "zero-padded (default: 1,28,28)")
+    for flag, what in (("lr", "learning rate"), ("momentum", "SGD momentum"),
+                       ("weight-decay", "weight decay"), ("alpha", "threshold penalty weight"),
+                       ("beta", "weight of beta * V_prev")):
+        v.add_argument(f"--{flag}", type=float,
+                       help=f"your {what} (default: the method's reference setting)")
+    v.add_argument("--clip-norm", metavar="NORM|none",
+                   help="your gradient clipping norm, or none (default: the method's reference setting)")
+    v.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default: 1e-6)")
+    v.add_argument("--atol", type=float, default=1e-12,
+                   help="absolute floor for entries whose true value is 0 (default: 1e-12)")
+    v.set_defaults(func=_verify)
 
     from .bench import add_arguments as bench_arguments
     b = sub.add_parser("bench", help="time whole training steps: dense, DST, DFBST (exact and "
