@@ -205,8 +205,8 @@ def _np_flops(tr: Trainer, predicted: bool) -> float:
             total += 3 * 2 * n * numel
             continue
         nnz_m = layer.mask_nnz
-        sg = layer._support_grad
-        grad = sg.support.nnz if (predicted and sg is not None) else numel
+        g = layer.loss_grad()
+        grad = g.values.size if (predicted and not g.full) else numel
         total += 2 * n * nnz_m * 2 + 2 * n * grad
     return total
 
@@ -247,7 +247,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
 
 def _np_snapshot(tr: Trainer):
     import copy
-    layers = {name: (layer._dkeep, layer._dmask, layer._dflat, layer._dnnz) for name, layer in tr.layers}
+    layers = {name: layer.backward_mask for name, layer in tr.layers}
     return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
 
 
@@ -257,7 +257,7 @@ def _np_restore(tr: Trainer, snapshot) -> None:
     tr.optimizer.load_state_dict(optim)
     tr.prev = prev
     for name, layer in tr.layers:
-        layer._dkeep, layer._dmask, layer._dflat, layer._dnnz = layers[name]
+        layer.set_backward_mask(layers[name])
 
 
 def _dense_flops(np_dense: Variant) -> float:
@@ -373,8 +373,7 @@ def _instrumented(v: Variant, timer: _PartTimer):
         (kernels, "sampled_product_csr", "weight_grad"),
         (masked_mod.MaskedLayer, "_predicted_support", "weight_grad"),
         (masked_mod, "forward_mask", "masks"),
-        (masked_mod, "masked_layer_grads", "masks"),
-        (masked_mod, "support_layer_grads", "masks"),
+        (masked_mod, "layer_grads", "masks"),
         (trainer_mod, "threshold_penalty", "masks"),
         (Trainer, "_apply_backward_mask", "masks"),
         (Trainer, "_checked_norm", "optimiser"),

@@ -1,4 +1,4 @@
-"""``python -m dfbst_np``: train, plot, check-grads, bench.
+"""``python -m dfbst_np``: train, plot, check-grads, verify, bench.
 
 Every failure a user can cause (an unknown name, a bad value, a used or
 damaged run folder, a corrupt checkpoint or data file, a diverging run) is
@@ -24,7 +24,7 @@ METHODS = ("dense", "dst", "dfbst")
 
 # Flags a resumed run accepts although they are not in config.json, or that it checks itself.
 _RESUME_FLAGS = {"resume", "out", "epochs", "threads", "no_progress", "data_root", "download",
-                 "overwrite"}
+                 "overwrite", "backend", "device"}
 
 
 def _flag(dest: str) -> str:
@@ -92,8 +92,9 @@ def train_config(args):
                          beta=args.beta, seed=args.seed, dtype=args.dtype,
                          train_limit=args.train_limit, test_limit=args.test_limit,
                          kernel_path=args.kernel_path, weight_grad=args.weight_grad,
+                         textbook=args.textbook or None,
                          data_root=args.data_root, threads=args.threads,
-                         download=args.download or None)
+                         download=args.download or None, backend=args.backend, device=args.device)
     if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
         cfg.epochs = SAMPLE_EPOCHS if args.epochs is None else args.epochs
         if args.milestones is None:
@@ -129,7 +130,8 @@ def _train(args, given: set) -> int:
                       f"thread count sums in another order)", file=sys.stderr)
         set_blas_threads(threads)
         make = lambda: Run.resume(out, epochs=args.epochs, data_root=args.data_root,  # noqa: E731
-                                  download=args.download or None)
+                                  download=args.download or None, backend=args.backend,
+                                  device=args.device)
     else:
         cfg = train_config(args)
         cfg.validate(names={f: _flag(f) for f in given})
@@ -140,6 +142,9 @@ def _train(args, given: set) -> int:
         make = lambda: Run(cfg, out)    # noqa: E731
     try:
         run = make()
+        if run.cfg.backend == "torch":
+            from .reference.backend import set_threads
+            set_threads(threads)        # torch's CPU threads, as BLAS's above
         if args.overwrite:              # only now that the new run is ready to start
             moved = move_aside(out)
             if moved is not None:
@@ -223,6 +228,15 @@ def _check_grads(args) -> int:
     ok = check_model(args.model, args.method, batch_size=args.batch_size, seed=args.seed,
                      tol=args.tol)
     return 0 if ok else 1
+
+
+def _verify(args) -> int:
+    try:
+        from .reference.verify_cli import run_cli
+    except ImportError as e:
+        print(f"error: verify needs PyTorch ({e}); pip install torch==2.13.0", file=sys.stderr)
+        return 2
+    return run_cli(args)
 
 
 def _bench(args) -> int:
@@ -329,6 +343,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-grad", choices=("exact", "predicted"),
                    help="exact: the paper's DFBST (default); predicted: the accelerated "
                         "approximation, dW only on the support M | previous D (dfbst only)")
+    t.add_argument("--textbook", action="store_true", default=False,
+                   help="run every step through dfbst_np.textbook with dense products: "
+                        "the same numbers as the default fast path, slower (exact weight "
+                        "gradient only; default: off, the fast path)")
     t.add_argument("--data-root", help="data folder (default: $DFBST_DATA or ~/.cache/dfbst_np)")
     t.add_argument("--download", action="store_true",
                    help="fetch missing data from the mirrors, checked against the published "
@@ -339,9 +357,16 @@ def parser() -> argparse.ArgumentParser:
                         "new total (default: start a new run)")
     t.add_argument("--overwrite", action="store_true",
                    help="start over in --out even if it holds a run (the old folder is moved aside)")
+    t.add_argument("--backend", choices=("numpy", "torch"),
+                   help="who runs the steps: numpy, or torch (the PyTorch reference step; same "
+                        "data, run folder and checkpoint) (default: numpy; with --resume the run's)")
+    t.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where torch runs the steps: cpu, or cuda (--backend torch only) "
+                        "(default: cpu; with --resume the run's)")
     t.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads; one by default because the LeNets' products are too small "
-                        "to share (default: 1; with --resume the run's own)")
+                   help="BLAS threads, and torch's with --backend torch; one by default because "
+                        "the LeNets' products are too small to share (default: 1; with --resume "
+                        "the run's own)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar; the per-epoch lines are printed all the same")
     t.set_defaults(func=_train)
@@ -361,6 +386,39 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tol", type=float, default=1e-10,
                    help="largest relative error accepted for every quantity")
     c.set_defaults(func=_check_grads)
+
+    v = sub.add_parser("verify", help="check your own PyTorch DST/DFBST training step against "
+                                      "dfbst_np, stage by stage (exit 0 agrees, 1 diverges, 2 bad input)")
+    v.add_argument("--model", required=True, metavar="MODULE_OR_FILE:FACTORY",
+                   help="FACTORY() returns your torch model (cast to float64), e.g. my_code.py:make_model")
+    v.add_argument("--step", required=True, metavar="MODULE_OR_FILE:FACTORY",
+                   help="FACTORY(model) returns step(model, x, y, epoch, index) or (step, end_epoch)")
+    v.add_argument("--method", choices=METHODS, default="dfbst",
+                   help="the method your code implements (default: dfbst)")
+    v.add_argument("--stress", action="store_true",
+                   help="first move the model into every branch: t of both signs, u > 0, "
+                        "clipping, a reset (default: off)")
+    v.add_argument("--checkpoint", metavar="F.pth",
+                   help="load this state dict into your model first (torch.load weights_only=True; "
+                        "default: the factory's weights)")
+    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2", metavar="E:I,...",
+                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2)")
+    v.add_argument("--batch-size", type=int, default=8,
+                   help="images per step, from the committed sample (default: 8)")
+    v.add_argument("--input-shape", default="1,28,28", metavar="C,H,W",
+                   help="image shape your model takes; the sample is repeated over channels and "
+                        "zero-padded (default: 1,28,28)")
+    for flag, what in (("lr", "learning rate"), ("momentum", "SGD momentum"),
+                       ("weight-decay", "weight decay"), ("alpha", "threshold penalty weight"),
+                       ("beta", "weight of beta * V_prev")):
+        v.add_argument(f"--{flag}", type=float,
+                       help=f"your {what} (default: the method's reference setting)")
+    v.add_argument("--clip-norm", metavar="NORM|none",
+                   help="your gradient clipping norm, or none (default: the method's reference setting)")
+    v.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default: 1e-6)")
+    v.add_argument("--atol", type=float, default=1e-12,
+                   help="absolute floor for entries whose true value is 0 (default: 1e-12)")
+    v.set_defaults(func=_verify)
 
     from .bench import add_arguments as bench_arguments
     b = sub.add_parser("bench", help="time whole training steps: dense, DST, DFBST (exact and "

@@ -1,7 +1,8 @@
 """The engine: a dense NumPy network library with hand-written backward passes.
 
 It knows nothing of masks; ``dfbst_np.sparse`` builds on it. One idea a file:
-``linear`` (Linear, Conv2d), ``im2col``, ``activations``, ``pooling``,
+``linear`` (Linear, Conv2d), ``im2col`` (the textbook one), ``fast_im2col`` (the
+transposed layout Conv2d runs on), ``activations``, ``pooling``,
 ``batchnorm``, ``dropout``, ``shape``, ``containers``, ``residual``,
 ``loss``, ``optim``, ``clip``, ``init``, ``gradcheck``, ``checks``, ``module``.
 """

@@ -59,9 +59,9 @@ def check_grad_output(layer, dy) -> None:
     Every layer's cache records ``y_shape``; a backward without a forward
     before it has no cache.
     """
-    if layer._cache is None:
+    shape = layer.pending_output_shape
+    if shape is None:
         raise RuntimeError(f"{layer.describe()}: backward called before forward")
-    shape = tuple(layer._cache.y_shape)
     if not isinstance(dy, np.ndarray) or dy.shape != shape:
         got = dy.shape if isinstance(dy, np.ndarray) else type(dy).__name__
         raise ValueError(f"{layer.describe()}: backward expected a gradient of shape "

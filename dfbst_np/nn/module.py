@@ -100,6 +100,19 @@ class Module:
     def buffers(self) -> Dict[str, np.ndarray]:
         return self._collect("_buffers")
 
+    @property
+    def pending_output_shape(self):
+        """The output shape of the last forward that has no backward yet (its cache's
+        ``y_shape``), or None when there is none (what a backward checks dy against)."""
+        return None if self._cache is None else tuple(self._cache.y_shape)
+
+    def set_grad(self, name: str, grad: np.ndarray) -> None:
+        """Set the gradient of this module's own parameter ``name`` (a trainer adding
+        a term that the backward does not know, such as a penalty's)."""
+        if name not in self._params:
+            raise KeyError(f"{self.describe()}: no parameter {name!r}; it has {list(self._params)}")
+        self._grads[name] = grad
+
     def zero_grad(self) -> None:
         """Forget all gradients (PyTorch's ``set_to_none=True``)."""
         for m in self.modules():

@@ -12,7 +12,11 @@ of SPEC.md:
   ``evaluate``;
 * :mod:`.convert`  state dicts and checkpoints between torch and NumPy;
 * :mod:`.compare`  side-by-side comparison of a dfbst_np model / trainer with
-  this reference.
+  this reference;
+* :mod:`.verify`   ``verify``: someone else's PyTorch training step checked
+  stage by stage against dfbst_np (SPEC section 7), with :mod:`.capture`
+  (the hooks), :mod:`.verdict` (tolerances, report), :mod:`.readings` and
+  :mod:`.verify_cli` (``python -m dfbst_np verify``).
 """
 try:
     import torch  # noqa: F401  (fail here, with a message, rather than deep inside)
@@ -27,6 +31,8 @@ from .models import VGG16, LeNet5, LeNet300_100, ResNet18, build
 from .trainer import ReferenceTrainer, evaluate
 from .convert import load_checkpoint, save_checkpoint, to_numpy_state_dict, to_torch_state_dict
 from .compare import Row, check_model, compare, format_table, max_rel_err
+from .verdict import ATOL, RTOL, Divergence, VerifyReport
+from .verify import StepError, VerifyError, verify
 
 __all__ = [
     "BinaryStep", "binary_step", "MaskedLinear", "MaskedConv2d", "masked_layers",
@@ -34,4 +40,5 @@ __all__ = [
     "ReferenceTrainer", "evaluate",
     "to_numpy_state_dict", "to_torch_state_dict", "load_checkpoint", "save_checkpoint",
     "Row", "check_model", "compare", "format_table", "max_rel_err",
+    "verify", "VerifyError", "StepError", "VerifyReport", "Divergence", "RTOL", "ATOL",
 ]

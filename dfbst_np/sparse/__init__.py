@@ -4,18 +4,20 @@ One idea a file:
 
 * ``step``          H and the straight-through estimators h
 * ``mask_rule``     the forward mask M, the reset, and the gradient rule for dW and dt
+* ``entries``       values on a support (the rule's view of dW) and 0/1 patterns (D)
 * ``backward_mask`` DFBST's backward mask D, the statistic V and dV/du
 * ``masked``        MaskedLinear and MaskedConv2d (engine layer + mask rule)
 * ``kernels``       every product: dense, CSR and sampled, and the automatic choice
 * ``fused``         row-wise passes over W (rank-1 subtraction, row sums by BLAS)
-* ``conv``          im2col/col2im in the transposed layout of the masked convolutions
 * ``crossover``     measuring where sparse products start to pay
 * ``ledger``        training FLOPs per layer and step, exact and ideal
-* ``memory``        the allocator setting a training loop wants
+
+Each fast function names its textbook twin in :mod:`dfbst_np.textbook`.
 """
 # Functions named like their modules (step, backward_mask) stay in the modules,
 # so that ``dfbst_np.sparse.step`` is always the module.
 from .backward_mask import BackwardMask
-from .mask_rule import forward_mask, masked_layer_grads, threshold_penalty
+from .entries import Entries, Pattern
+from .mask_rule import forward_mask, layer_grads, threshold_penalty
 from .masked import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
 from .step import ESTIMATORS

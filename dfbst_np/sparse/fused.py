@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import blas as _blas
 
-__all__ = ["ones", "sub_rows", "row_sums", "GER_MIN"]
+__all__ = ["ones", "sub_rows", "row_sums", "round32", "GER_MIN"]
 
 #: Below this many entries the f2py call of ``?ger`` costs more than it saves.
 GER_MIN = 16384
@@ -73,3 +73,15 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     Same value up to the order of summation; the dtype of ``a``.
     """
     return a @ ones(a.shape[1], a.dtype)
+
+
+def round32(a: np.ndarray) -> np.ndarray:
+    """Round a float64 array to float32 and back, in place (a float32 array is returned as is).
+
+    What autograd does to a gradient that flows into a float32 mask (SPEC,
+    "Float32 masks in the reference").
+    """
+    if a.dtype == np.float32:
+        return a
+    a[...] = a.astype(np.float32)
+    return a

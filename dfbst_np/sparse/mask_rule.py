@@ -25,8 +25,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .fused import row_sums, sub_rows
-from .step import long_tailed
+from .entries import Entries
+from .fused import round32, sub_rows
+from .step import apply_estimator, long_tailed
 
 RESET_DENSITY = 0.01   # the reference zeroes t when a layer keeps <= 1 % of its weights
 
@@ -67,7 +68,9 @@ class ForwardMask:
 
 
 def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
-    """tau = |t| for dfbst, t for dst, as a column (out, 1) to broadcast over rows."""
+    """tau = |t| for dfbst, t for dst, as a column (out, 1) to broadcast over rows.
+
+    Textbook twin: :func:`dfbst_np.textbook.effective_threshold`."""
     return (np.abs(t) if method == "dfbst" else t)[:, None]
 
 
@@ -86,6 +89,9 @@ def _reset_fires(nnz: int, size: int, dtype) -> bool:
 
 def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     r"""M = H(|W| - tau), with the reset rule.
+
+    Textbook twin: :func:`dfbst_np.textbook.forward_mask` (which returns a new
+    t instead of resetting it in place).
 
     .. math::
         \text{if } \operatorname{mean}(M) \le 0.01: \; t \leftarrow 0, \; M = H(|W| - \tau(0))
@@ -119,26 +125,26 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
 
 
 def _sign_s(t: np.ndarray, method: str, dtype):
-    """s(t): sign of t with s(0) = 1 for dfbst; 1 for dst."""
+    """s(t): sign of t with s(0) = 1 for dfbst; 1 for dst (twin: :func:`dfbst_np.textbook.sign_s`)."""
     return np.where(t >= 0, 1, -1).astype(dtype) if method == "dfbst" else 1
 
 
-def _estimate(estimator, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return long_tailed(z, out=out) if estimator is long_tailed else estimator(z)
+def _mask_terms(A: Entries, w2: np.ndarray, fm: ForwardMask):
+    """W, |W|, z = |W| - tau and M on A's entries, and where h(z) may be written."""
+    if A.full:
+        return w2, fm.absw, fm.z, fm.keep, np.empty_like(A.values)
+    w = A.take(w2)
+    absw = np.abs(w)
+    z = A.sub_rows(absw.copy(), fm.tau)          # |W| - tau on the support: one rounding, as z
+    return w, absw, z, np.greater(z, 0), z       # h(z) may overwrite this z: it is ours
 
 
-def _round32(a: np.ndarray) -> np.ndarray:
-    """Round to float32 and back, in place when possible (the reference's float32 masks)."""
-    if a.dtype == np.float32:
-        return a
-    a[...] = a.astype(np.float32)
-    return a
+def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, method: str,
+                estimator=long_tailed, float32_masks: bool = False,
+                overwrite_a: bool = False) -> Tuple[Entries, np.ndarray]:
+    r"""The gradient rule: dL/dW and dL/dt from A = dL/dW_hat, on A's entries.
 
-
-def masked_layer_grads(A: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: ForwardMask,
-                       method: str, estimator=long_tailed,
-                       float32_masks: bool = False, overwrite_a: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    r"""The gradient rule: dL/dW and dL/dt from A = dL/dW_hat.
+    Textbook twin: :func:`dfbst_np.textbook.layer_grads`.
 
     .. math::
         G = A \odot W, \qquad
@@ -149,86 +155,54 @@ def masked_layer_grads(A: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: Forward
     reaches the mask M; the reference keeps M in float32, so with
     ``float32_masks`` G is rounded to float32 exactly where autograd rounds it.
 
+    ``A`` is an :class:`~dfbst_np.sparse.entries.Entries`: the whole matrix
+    (the exact rule) or its entries on a support S (the predicted weight
+    gradient: dW = 0 off S and dt sums over S only, an approximation of the
+    exact rule unless S holds every entry; see :mod:`dfbst_np.sparse.masked`).
+    The same code serves both; only the per-row operations differ.
+
     Computed in autograd's order, so every entry rounds as the reference's:
     (A * W) * h for dt and (A * |W|) * h = |(A * W) * h| * sign(W) for dW
     (rounding is symmetric, so the two agree bit for bit), in about ten
-    passes: h (4), G (1), G h (1), its row sums (one BLAS matrix-vector
-    product), A |W| (1), times h (1), A M (1) and the sum (1).
+    passes over the entries: h (4), G (1), G h (1), its row sums (one BLAS
+    matrix-vector product for a full matrix), A |W| (1), times h (1), A M (1)
+    and the sum (1). On a support, one gather of W first.
 
     Parameters
     ----------
-    A : (out, fan_in) gradient of the loss with respect to W_hat.
+    A : Entries of the (out, fan_in) gradient of the loss with respect to W_hat.
     w2 : (out, fan_in) W.   t : (out,) thresholds.   fm : this step's ForwardMask.
     method : "dst" or "dfbst" (s = sign(t) with s(0) = 1 for dfbst; s = 1 for dst).
     overwrite_a : bool
-        The result dW may be written into A's memory (A is then lost).
+        dW may be written into A's values (A is then lost).
 
     Returns
     -------
-    dW : (out, fan_in).   dt : (out,), without the alpha penalty.
+    dW : Entries on A's support.   dt : (out,), without the alpha penalty.
     """
-    absw = fm.absw if fm.absw is not None else np.abs(w2)
-    h = _estimate(estimator, fm.z, np.empty_like(A))
-    G = np.multiply(A, w2)                   # the gradient that reaches M (signed)
+    a = A.values
+    w, absw, z, keep, h_out = _mask_terms(A, w2, fm)
+    h = apply_estimator(estimator, z, out=h_out)
+    G = np.multiply(a, w)                    # the gradient that reaches M (signed)
     if float32_masks:
-        _round32(G)
+        round32(G)
     G *= h
-    dt = row_sums(G)
-    dt *= -_sign_s(t, method, A.dtype)
-    np.multiply(A, absw, out=G)              # A * |W| = (A * W) * sign(W) for W != 0
+    dt = A.row_sums(G)
+    dt *= -_sign_s(t, method, a.dtype)
+    np.multiply(a, absw, out=G)              # A * |W| = (A * W) * sign(W) for W != 0
     if float32_masks:
-        _round32(G)
+        round32(G)
     G *= h
-    dW = A if overwrite_a else np.empty_like(A)
-    np.multiply(A, fm.keep, out=dW)
+    dW = a if overwrite_a else np.empty_like(a)
+    np.multiply(a, keep, out=dW)
     dW += G
-    return dW, dt
-
-
-def support_layer_grads(a_s: np.ndarray, w2: np.ndarray, t: np.ndarray, fm: ForwardMask,
-                        support, method: str, estimator=long_tailed,
-                        float32_masks: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    r"""The gradient rule on a support S only (the predicted weight gradient).
-
-    The same entries as :func:`masked_layer_grads` for (i, j) in S, from
-    :math:`A_S` (A's entries on S, in the support's row-major order):
-
-    .. math::
-        dW_{ij} = A_{ij} M_{ij} + (A_{ij} |W_{ij}|)\, h(z_{ij}), \qquad
-        \frac{\partial L}{\partial t_i} = -s(t_i) \sum_{j \in S_i} (A_{ij} W_{ij})\, h(z_{ij})
-
-    with dW = 0 off S and the threshold gradient summed over S (an
-    approximation of the exact rule unless S holds every entry; see
-    :mod:`dfbst_np.sparse.masked`). Work: one gather (W on S) and
-    a few passes over S's entries.
-
-    Returns
-    -------
-    values : (k,) dW on S.   dt : (out,), without the alpha penalty.
-    """
-    flat = support.flat
-    w_s = w2.reshape(-1).take(flat) if w2.flags.c_contiguous else w2.ravel().take(flat)
-    absw_s = np.abs(w_s)
-    z_s = absw_s - support.per_entry(fm.tau)     # the entries of z = |W| - tau on S
-    keep_s = np.greater(z_s, 0)
-    h = _estimate(estimator, z_s, z_s)
-    G = np.multiply(a_s, w_s)
-    if float32_masks:
-        _round32(G)
-    G *= h
-    dt = support.row_sums(G)
-    dt *= -_sign_s(t, method, a_s.dtype)
-    np.multiply(a_s, absw_s, out=G)
-    if float32_masks:
-        _round32(G)
-    G *= h
-    values = np.multiply(a_s, keep_s)
-    values += G
-    return values, dt
+    return A.like(dW), dt
 
 
 def threshold_penalty(t: np.ndarray, alpha: float) -> Tuple[float, np.ndarray]:
     r"""The sparsity penalty on forward thresholds and its gradient.
+
+    Textbook twin: :func:`dfbst_np.textbook.threshold_penalty`.
 
     .. math::
         P = \alpha \sum_i e^{-t_i}, \qquad \frac{\partial P}{\partial t_i} = -\alpha e^{-t_i}

@@ -6,7 +6,7 @@ layer overrides exactly those two, so the rule below is written once for
 both layer kinds: a conv weight is the (out, in*kh*kw) matrix W here.
 
 Forward:   M = H(|W| - tau),  W_hat = W * M,  Y2 = X2 W_hat^T   (sparse kernel)
-Backward:  A = dY2^T X2,  dX2 = dY2 W_hat,  (dW, dt) = masked_layer_grads(A, ...)
+Backward:  A = dY2^T X2,  dX2 = dY2 W_hat,  (dW, dt) = layer_grads(A, ...)
 
 ``method="dense"`` is the plain engine layer: no threshold, no mask.
 
@@ -53,31 +53,22 @@ unchanged). A predicted layer makes S in its training forward and takes M's
 sparse structure from it (a subset of S's entries), so that one pass over
 the mask finds both. A trainer that does not need the gradient of a layer's input
 (the first layer of a network) sets ``input_grad = False`` for the step and
-the backward-data product is skipped. MaskedConv2d runs its products in the
-transposed layout of :mod:`dfbst_np.sparse.conv` (one column per output
-position), the same numbers as the engine's Conv2d with cheaper copies and
-sparse products without transposes.
+the backward-data product is skipped. MaskedConv2d is the engine's Conv2d
+(the transposed layout of :mod:`dfbst_np.nn.fast_im2col`) with these hooks.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..nn.checks import check_grad_output, check_input
-from ..nn.linear import Conv2d, Conv2dCache, Linear
+from ..nn.linear import Conv2d, Linear
 from . import kernels
-from .backward_mask import SupportGrad
-from .conv import BATCH_LAST_BELOW, col2im_t, from_output, im2col_t, to_output
-from .fused import row_sums
-from .mask_rule import forward_mask, masked_layer_grads, support_layer_grads
+from .. import textbook as tb
+from .entries import Entries, Pattern
+from .mask_rule import forward_mask, layer_grads
 from .step import get_estimator
 
 METHODS = ("dense", "dst", "dfbst")
 WEIGHT_GRADS = ("exact", "predicted")
-
-
-def _zeros_view(shape, dtype) -> np.ndarray:
-    """A read-only array of zeros that costs no memory (what a skipped dx returns)."""
-    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
 
 
 class MaskedLayer:
@@ -88,9 +79,9 @@ class MaskedLayer:
     method : "dense", "dst" or "dfbst".
     weight_grad : "exact" or "predicted" (see the module docstring).
     mask : M of the last forward, shaped like W, in W's dtype (None for dense).
-    dmask : D of the last backward mask, shaped like W, in W's dtype (set by
-        the trainer; kept as booleans, or for a predicted gradient as the
-        positions of its ones, and made dense when read).
+    dmask : D of the last backward mask, shaped like W, in W's dtype (made
+        from :attr:`backward_mask` when read; assigning an array sets it).
+    backward_mask : D as a :class:`~dfbst_np.sparse.entries.Pattern`, or None.
     kernel_path : "dense", "sparse", "auto" or None (None: the global default).
     rows : rows of X2 in the last forward (batch, times positions for conv),
         the N of the cost ledger.
@@ -98,7 +89,20 @@ class MaskedLayer:
         Whether backward computes dL/dx (True); a trainer sets False for a
         step when nothing needs it, and backward then returns a read-only
         view of zeros.
+    defer_weight_grad : bool
+        False: backward writes ``grads["weight"]`` (always, in the exact mode).
+        A trainer that applies D itself sets True for the step: a predicted
+        gradient is then not written densely, and the trainer hands the
+        gradient to use back with :meth:`set_used_grad`.
+    textbook : bool
+        Run the forward mask and the gradient rule through
+        :mod:`dfbst_np.textbook` with dense products (same numbers, slower;
+        the exact weight gradient only).
     last_weight_grad : "exact" or "predicted": what the last backward did.
+
+    Per step, a trainer calls ``forward``, ``backward``, then
+    :meth:`loss_grad` (dW before D), :meth:`set_backward_mask` (D) and
+    :meth:`set_used_grad` (dW * D after clipping).
     """
 
     def _init_mask(self, method: str, estimator: str, float32_masks: bool, kernel_path,
@@ -125,16 +129,36 @@ class MaskedLayer:
             self._params["threshold"] = np.zeros(out, dtype=self.dtype)
         if method == "dfbst":
             self._params["dthreshold"] = np.zeros(out, dtype=self.dtype)
-        self._mask = self._dmask = self._dkeep = self._dflat = None
-        self._dnnz = None
+        self._mask = self._dpattern = None
         self.rows = 0
         self.input_grad = True
+        self.defer_weight_grad = False
+        self.textbook = False
         self.last_weight_grad = None
         self._fmask = self._kernel = self._prev_kernel = None
-        self._support_grad = self._step_support = None
-        self._defer_weight_grad = False     # set by the trainer: it materialises dW * D itself
+        self._loss_grad = self._step_support = None
         self._eval_cache = None
         self._transposed = False
+
+    # -- the per-step interface of a trainer ----------------------------------
+    def loss_grad(self) -> Entries:
+        """dL/dW of the last backward, before D, as (out, fan_in)
+        :class:`~dfbst_np.sparse.entries.Entries`: the whole matrix (exact mode)
+        or its values on the predicted support (0 elsewhere)."""
+        if self._loss_grad is None:
+            raise RuntimeError(f"{self.describe()}: no weight gradient: call backward first")
+        return self._loss_grad
+
+    def set_backward_mask(self, D) -> None:
+        """Record D of this step: a :class:`~dfbst_np.sparse.entries.Pattern`, or None."""
+        if D is not None and not isinstance(D, Pattern):
+            raise TypeError(f"{self.describe()}: set_backward_mask takes a Pattern or None, "
+                            f"got {type(D).__name__}")
+        self._dpattern = D
+
+    def set_used_grad(self, g: Entries) -> None:
+        """The weight gradient the optimiser applies (dW * D, clipped), written densely."""
+        self._grads["weight"] = g.dense().reshape(self.weight.shape)
 
     # -- masks as attributes -------------------------------------------------
     @property
@@ -150,46 +174,29 @@ class MaskedLayer:
             self._fmask = None
 
     @property
+    def backward_mask(self):
+        """D of the last backward mask as a Pattern, or None."""
+        return self._dpattern
+
+    @property
     def dmask(self):
-        if self._dmask is None and self._dkeep is None and self._dflat is not None:
-            keep = np.zeros(self.weight.size, dtype=bool)
-            keep[self._dflat] = True
-            self._dkeep = keep.reshape(self.weight2d.shape)
-        if self._dmask is None and self._dkeep is not None:
-            self._dmask = self._dkeep.astype(self.dtype).reshape(self.weight.shape)
-        return self._dmask
+        if self._dpattern is None:
+            return None
+        return self._dpattern.dense(self.dtype).reshape(self.weight.shape)
 
     @dmask.setter
     def dmask(self, value) -> None:
-        self._dmask, self._dkeep, self._dflat = value, None, None
-        self._dnnz = None if value is None else int(np.count_nonzero(value))
-
-    def set_backward_mask(self, keep: np.ndarray, nnz: int = None) -> None:
-        """Record D of this step as an (out, fan_in) bool array (the trainer's call)."""
-        self._dkeep, self._dmask, self._dflat = keep, None, None
-        self._dnnz = int(np.count_nonzero(keep)) if nnz is None else int(nnz)
-
-    def set_backward_support(self, flat: np.ndarray) -> None:
-        """Record D of this step as the sorted row-major positions of its ones (the
-        trainer's call for a predicted gradient: D lies inside the support, so this
-        costs work in proportion to the support, not to W)."""
-        self._dflat, self._dkeep, self._dmask = flat, None, None
-        self._dnnz = int(flat.size)
+        self._dpattern = None if value is None else Pattern(keep=np.asarray(value).reshape(
+            np.shape(value)[0], -1) != 0)
 
     def _has_previous_mask(self) -> bool:
         """Whether a backward mask of W's current shape is known."""
-        if self._dflat is not None:          # set by the trainer for these very weights
-            return True
-        if self._dkeep is None and self._dmask is not None:
-            self._dkeep = (np.asarray(self._dmask) != 0).reshape(self.weight.shape[0], -1)
-        return self._dkeep is not None and self._dkeep.shape == self.weight2d.shape
+        return self._dpattern is not None and self._dpattern.shape == self.weight2d.shape
 
     @property
     def density(self) -> float:
         """Fraction of weights the last forward used (1.0 for dense)."""
-        if self._fmask is not None:
-            return self._fmask.nnz / self.weight.size
-        return 1.0 if self._mask is None else float(np.count_nonzero(self._mask)) / self._mask.size
+        return self.mask_nnz / self.weight.size
 
     @property
     def mask_nnz(self) -> int:
@@ -201,9 +208,7 @@ class MaskedLayer:
     @property
     def dmask_nnz(self):
         """nnz(D) of the last backward mask, or None when there is none."""
-        if self._dnnz is None and self._dmask is not None:
-            self._dnnz = int(np.count_nonzero(self._dmask))
-        return self._dnnz
+        return None if self._dpattern is None else self._dpattern.nnz
 
     # -- forward -------------------------------------------------------------
     def _forward_state(self, w2: np.ndarray, transposed: bool):
@@ -232,20 +237,25 @@ class MaskedLayer:
             self._eval_cache = (key, t.copy(), w2.copy(), fm, kernel)
         return fm, kernel
 
-    def _weight_product(self, x2: np.ndarray) -> np.ndarray:
-        """Y2 = X2 W_hat^T with W_hat = W * M; keeps M and the kernel for the backward."""
-        return self._masked_product(x2, transposed=False)
+    def _weight_product(self, x2: np.ndarray, transposed: bool = False) -> np.ndarray:
+        """Y2 = X2 W_hat^T with W_hat = W * M (or Y2^T = W_hat X2^T); keeps M and the
+        kernel for the backward."""
+        return self._masked_product(x2, transposed)
 
     def _masked_product(self, x2: np.ndarray, transposed: bool) -> np.ndarray:
-        """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``."""
+        """Y2 = X2 W_hat^T, or Y2^T = W_hat X2^T for an X2^T (fan_in, rows) when ``transposed``.
+
+        Textbook twins: :func:`dfbst_np.textbook.forward_mask` and
+        :func:`dfbst_np.textbook.masked_forward`."""
         self.rows = x2.shape[1] if transposed else x2.shape[0]
         self._transposed = transposed
+        self._product_input = x2
+        if self.textbook:
+            return self._textbook_product(x2, transposed)
         if self.method == "dense":
             if not transposed:
                 return super()._weight_product(x2)
-            self._product_input = x2
             return kernels.dense_forward_t(self.weight2d, x2)
-        self._product_input = x2
         w2 = self.weight2d
         self._fmask, self._kernel = self._forward_state(w2, transposed)
         self._mask = None
@@ -253,59 +263,88 @@ class MaskedLayer:
         self._prev_kernel = self._kernel
         return y2
 
+    def _textbook_product(self, x2: np.ndarray, transposed: bool) -> np.ndarray:
+        """The forward through :mod:`dfbst_np.textbook`: M (with the reset), then X W_hat^T."""
+        if self.method != "dense":
+            t = self._params["threshold"]
+            M, t_new = tb.forward_mask(self.weight2d, t, self.method)
+            t[...] = t_new                    # the layer owns t: the reset rule writes it back
+            self._mask = M.reshape(self.weight.shape)
+        self._fmask = self._kernel = self._eval_cache = None
+        X = x2.T if transposed else x2
+        Y = tb.masked_forward(X, self.weight2d, self._textbook_M())
+        return np.ascontiguousarray(Y.T) if transposed else Y
+
+    def _textbook_M(self) -> np.ndarray:
+        return np.ones_like(self.weight2d) if self.method == "dense" else self._mask.reshape(
+            self.weight.shape[0], -1)
+
     # -- backward ------------------------------------------------------------
     def _predicted_support(self, keep: np.ndarray):
         """S = M | D_prev as a row-major :class:`~dfbst_np.sparse.kernels.Support`."""
-        if self._dflat is not None:
-            union = keep.copy()
-            union.reshape(-1)[self._dflat] = True
-        else:
-            union = np.logical_or(keep, self._dkeep)
-        return kernels.support_structure(union)
+        return kernels.support_structure(self._dpattern.union(keep))
 
     def _weight_product_backward(self, dy2: np.ndarray):
         """dX2 = dY2 W_hat (None when ``input_grad`` is False); grads of weight and threshold.
 
         In the transposed layout (``_masked_product(..., transposed=True)``) dy2
         is dY2^T (out, rows) and the result dX2^T (fan_in, rows).
+
+        Textbook twins: :func:`dfbst_np.textbook.masked_backward` and
+        :func:`dfbst_np.textbook.layer_grads`.
         """
         x2, tr = self._product_input, self._transposed
+        self._product_input = None
+        if self.textbook:
+            return self._textbook_backward(dy2, x2, tr)
+        w2 = self.weight2d
         if self.method == "dense":
-            w = self._params["weight"]
             A = kernels.weight_gradient_t(dy2, x2) if tr else kernels.weight_gradient(dy2, x2)
-            self._grads["weight"] = A.reshape(w.shape)
-            self._product_input = None
+            self._grads["weight"] = A.reshape(self.weight.shape)
+            self._loss_grad = Entries(A)
+            self.last_weight_grad = "exact"
             if not self.input_grad:
                 return None
-            if tr:
-                return kernels.dense_backward_data_t(self.weight2d, dy2)
-            return kernels.dense_backward_data(dy2, self.weight2d)
+            return kernels.dense_backward_data_t(w2, dy2) if tr else kernels.dense_backward_data(dy2, w2)
         dx2 = None
         if self.input_grad:
             dx2 = self._kernel.backward_data_t(dy2) if tr else self._kernel.backward_data(dy2)
-        w2, t, fm = self.weight2d, self._params["threshold"], self._fmask
         support, self._step_support = self._step_support, None
         if support is not None:
-            a_s = kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path, transposed=tr)
-            values, dt = support_layer_grads(a_s, w2, t, fm, support, self.method,
-                                             self.estimator, self.float32_masks)
-            self._support_grad = SupportGrad(support, values)
-            if self._defer_weight_grad:
-                self._grads.pop("weight", None)
-            else:
-                self._grads["weight"] = self._support_grad.dense().reshape(self.weight.shape)
+            A = Entries(kernels.sampled_product_csr(dy2, x2, support, path=self.kernel_path,
+                                                    transposed=tr), support)
             self.last_weight_grad = "predicted"
         else:
             # The exact algorithm needs the dense A: D is defined by dW's row sums.
-            A = kernels.weight_gradient_t(dy2, x2) if tr else kernels.weight_gradient(dy2, x2)
-            dW, dt = masked_layer_grads(A, w2, t, fm, self.method, self.estimator,
-                                        self.float32_masks, overwrite_a=True)
-            self._grads["weight"] = dW.reshape(self.weight.shape)
-            self._support_grad = None
+            A = Entries(kernels.weight_gradient_t(dy2, x2) if tr else kernels.weight_gradient(dy2, x2))
             self.last_weight_grad = "exact"
-        self._grads["threshold"] = dt
-        self._product_input = self._kernel = None
+        dW, dt = layer_grads(A, w2, self._params["threshold"], self._fmask, self.method,
+                             self.estimator, self.float32_masks, overwrite_a=True)
+        self._finish_backward(dW, dt)
+        self._kernel = None
         return dx2
+
+    def _finish_backward(self, dW: Entries, dt) -> None:
+        self._loss_grad = dW
+        if dW.full or not self.defer_weight_grad:
+            self._grads["weight"] = dW.dense().reshape(self.weight.shape)
+        else:
+            self._grads.pop("weight", None)
+        if dt is not None:
+            self._grads["threshold"] = dt
+
+    def _textbook_backward(self, dy2: np.ndarray, x2: np.ndarray, tr: bool):
+        """The backward through :mod:`dfbst_np.textbook` (dense products, exact rule)."""
+        dY, X = (dy2.T, x2.T) if tr else (dy2, x2)
+        M, w2 = self._textbook_M(), self.weight2d
+        A, dX = tb.masked_backward(dY, X, w2, M)
+        t = self._params.get("threshold")
+        dW, dt = tb.layer_grads(A, w2, t, M, self.method, self.float32_masks)
+        self._finish_backward(Entries(dW), dt)
+        self.last_weight_grad = "exact"
+        if not self.input_grad:
+            return None
+        return np.ascontiguousarray(dX.T) if tr else dX
 
 
 class MaskedLinear(MaskedLayer, Linear):
@@ -322,17 +361,6 @@ class MaskedLinear(MaskedLayer, Linear):
                  float32_masks: bool = False, kernel_path=None, weight_grad: str = "exact") -> None:
         Linear.__init__(self, in_features, out_features, bias=bias, dtype=dtype, rng=rng)
         self._init_mask(method, estimator, float32_masks, kernel_path, weight_grad)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, out) -> dx (N, in); fills grads "weight" and "bias" (and "threshold")."""
-        if self.input_grad:
-            return Linear.backward(self, dy)
-        check_grad_output(self, dy)
-        if "bias" in self._params:
-            self._grads["bias"] = dy.sum(axis=0)
-        self._weight_product_backward(dy)
-        self._cache = None
-        return _zeros_view((dy.shape[0], self.in_features), self.dtype)
 
     def extra_repr(self) -> str:
         extra = f", weight_grad={self.weight_grad!r}" if self.weight_grad != "exact" else ""
@@ -353,41 +381,6 @@ class MaskedConv2d(MaskedLayer, Conv2d):
         Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
                         padding=padding, bias=bias, dtype=dtype, rng=rng)
         self._init_mask(method, estimator, float32_masks, kernel_path, weight_grad)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (N, C_in, H, W) -> y (N, C_out, OH, OW), in the transposed layout of
-        :mod:`dfbst_np.sparse.conv` (same numbers as :class:`~dfbst_np.nn.linear.Conv2d`)."""
-        check_input(self, x, (4,), self.dtype, {1: self.in_channels})
-        n, _, oh, ow = y_shape = self.output_shape(x.shape)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"{self.describe()}: input {x.shape} is smaller than the kernel "
-                             f"{self.kernel_size} with padding {self.padding}")
-        self._batch_last = ow < BATCH_LAST_BELOW
-        cols_t = im2col_t(x, *self.kernel_size, self.stride, self.padding,
-                          self._batch_last)                                  # (C*kh*kw, N*OH*OW)
-        y2t = self._masked_product(cols_t, transposed=True)                  # (C_out, N*OH*OW)
-        if "bias" in self._params:
-            y2t += self._params["bias"][:, None]
-        self._cache = Conv2dCache(x_shape=x.shape, y_shape=y_shape)
-        return to_output(y2t, n, oh, ow, self._batch_last)
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dy (N, C_out, OH, OW) -> dx (N, C_in, H, W); fills grads "weight" and "bias".
-
-        With ``input_grad`` False neither dX2 nor col2im is computed and a
-        read-only view of zeros is returned.
-        """
-        check_grad_output(self, dy)
-        dy2t = from_output(dy, self._batch_last)
-        if "bias" in self._params:
-            self._grads["bias"] = row_sums(dy2t)
-        dcols_t = self._weight_product_backward(dy2t)
-        x_shape = self._cache.x_shape
-        self._cache = None
-        if dcols_t is None:
-            return _zeros_view(x_shape, self.dtype)
-        return col2im_t(dcols_t, x_shape, *self.kernel_size, self.stride, self.padding,
-                        self._batch_last)
 
     def extra_repr(self) -> str:
         extra = f", weight_grad={self.weight_grad!r}" if self.weight_grad != "exact" else ""

@@ -18,12 +18,16 @@ import numpy as np
 
 
 def step(x: np.ndarray) -> np.ndarray:
-    """H(x) = 1 where x > 0 else 0 (strict: H(0) = 0), in x's dtype."""
+    """H(x) = 1 where x > 0 else 0 (strict: H(0) = 0), in x's dtype.
+
+    Textbook twin: :func:`dfbst_np.textbook.H`."""
     return (x > 0).astype(x.dtype)
 
 
 def long_tailed(x: np.ndarray, out: np.ndarray = None) -> np.ndarray:
     """DST's estimator: a triangle of height 2 near 0 with a 0.4 tail out to |x| = 1.
+
+    Textbook twin: :func:`dfbst_np.textbook.h`.
 
     Computed as clip(2 - 4|x|, 0.4, 2) on |x| <= 1, which is the same function
     (2 - 4|x| <= 2 always), in at most five passes over x, all in x's dtype:
@@ -63,6 +67,12 @@ def identity(x: np.ndarray) -> np.ndarray:
 def clipped(x: np.ndarray) -> np.ndarray:
     """The clipped STE: h(x) = 1 for |x| <= 1, else 0 (as for binarised networks)."""
     return (np.abs(x) <= 1.0).astype(x.dtype)
+
+
+def apply_estimator(estimator, z: np.ndarray, out: np.ndarray = None) -> np.ndarray:
+    """h(z) for one of :data:`ESTIMATORS`; the long-tailed one writes into ``out``
+    (which may be z itself), the others return a new array."""
+    return long_tailed(z, out=out) if estimator is long_tailed else estimator(z)
 
 
 ESTIMATORS = {"long_tailed": long_tailed, "identity": identity, "clipped": clipped}

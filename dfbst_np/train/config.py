@@ -51,9 +51,12 @@ class RunConfig:
     test_limit: Optional[int] = None
     kernel_path: Optional[str] = None     # dense, sparse or auto (None: auto)
     weight_grad: str = "exact"            # exact, or predicted (DFBST's accelerated approximation)
+    textbook: bool = False                # run the rule through dfbst_np.textbook (slower, same numbers)
     data_root: Optional[str] = None
     download: bool = False
     threads: Optional[int] = None         # BLAS threads the run was trained with (None: unknown)
+    backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
+    device: str = "cpu"                   # cpu, or cuda (torch backend only)
 
     def save(self, path) -> None:
         """Write config.json atomically (a temporary file, then a rename)."""
@@ -111,6 +114,9 @@ class RunConfig:
         if self.weight_grad == "predicted" and self.method != "dfbst":
             raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} 'predicted' needs "
                               f"method 'dfbst', got {self.method!r}")
+        if self.textbook and self.weight_grad == "predicted":
+            raise ConfigError(f"{where}{names.get('textbook', 'textbook')} runs the exact rule; "
+                              f"{names.get('weight_grad', 'weight_grad')} 'predicted' has no textbook form")
         return self
 
 
@@ -151,7 +157,10 @@ _RULES = {
     "weight_grad": (lambda v: v in WEIGHT_GRADS, f"one of {list(WEIGHT_GRADS)}"),
     "data_root": (_opt(lambda v: isinstance(v, str)), "a folder name"),
     "download": (lambda v: isinstance(v, bool), "true or false"),
+    "textbook": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_opt(_positive_int), "a positive integer"),
+    "backend": (lambda v: v in ("numpy", "torch"), "'numpy' or 'torch'"),
+    "device": (lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'"),
 }
 
 

@@ -36,16 +36,19 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from .. import textbook as tb
 from ..nn.clip import clip_grad_norm
-from ..runtime import step_threads
 from ..nn.containers import Sequential
 from ..nn.loss import CrossEntropyLoss
 from ..nn.optim import SGD, MultiStepLR
 from ..nn.shape import Flatten
-from ..sparse.backward_mask import SupportGrad, backward_mask
+from ..runtime import step_threads
+from ..sparse.backward_mask import BackwardMask, backward_mask
+from ..sparse.entries import Entries, Pattern
 from ..sparse.ledger import CostTotals, LayerCost, total_cost
 from ..sparse.mask_rule import threshold_penalty
 from ..sparse.masked import WEIGHT_GRADS, MaskedLayer, masked_layers
+from ..sparse.step import long_tailed
 
 
 @dataclass
@@ -86,12 +89,18 @@ class Trainer:
     blas_threads : int or None
         BLAS threads during a step (scoped: restored after it). None: the
         count the process was pinned to (CLI ``--threads``), else 1.
+    textbook : bool
+        Run the whole rule through :mod:`dfbst_np.textbook` with dense
+        products: the masked layers' forward mask and gradient rule, the
+        backward mask with V and dV/du, the beta term and the penalty
+        (clipping and SGD are :mod:`dfbst_np.nn`'s either way). Slower, and
+        the same numbers as the default (fast) trainer.
     """
 
     def __init__(self, model, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
                  alpha: float = 5e-6, beta: float = 0.1, clip_norm: Optional[float] = 1.0,
                  milestones=(80, 120), gamma: float = 0.1, weight_grad: Optional[str] = None,
-                 blas_threads: Optional[int] = None) -> None:
+                 blas_threads: Optional[int] = None, textbook: bool = False) -> None:
         self.model = model
         self.layers = masked_layers(model)
         methods = {layer.method for _, layer in self.layers}
@@ -107,6 +116,8 @@ class Trainer:
                                  f"the model's is {self.method!r}")
             for _, layer in self.layers:
                 layer.weight_grad = weight_grad
+        self.textbook = bool(textbook)
+        self._set_textbook()
         self.input_layers = _input_layers(model)
         self.blas_threads = blas_threads
         self.alpha, self.beta, self.clip_norm = alpha, beta, clip_norm
@@ -114,6 +125,20 @@ class Trainer:
         self.optimizer = SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.scheduler = MultiStepLR(self.optimizer, milestones=milestones, gamma=gamma)
         self.prev = None    # the previous step's BackwardMask: V and d(beta V)/du
+
+    def _set_textbook(self) -> None:
+        """Switch every masked layer to the textbook rule (or back), and pick this
+        trainer's penalty and backward mask functions to match."""
+        for name, layer in self.layers:
+            if self.textbook and layer.weight_grad == "predicted":
+                raise ValueError(f"Trainer: textbook=True runs the exact rule; layer {name!r} "
+                                 f"has weight_grad='predicted', which has no textbook form")
+            if self.textbook and layer.estimator is not long_tailed:
+                raise ValueError(f"Trainer: textbook=True knows only the long-tailed estimator; "
+                                 f"layer {name!r} uses {layer.estimator.__name__!r}")
+            layer.textbook = self.textbook
+        self._penalty_rule = tb.threshold_penalty if self.textbook else threshold_penalty
+        self._mask_rule = _textbook_backward_mask if self.textbook else backward_mask
 
     def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int,
              trace: Optional[Callable[[str, Dict[str, np.ndarray]], None]] = None) -> StepStats:
@@ -135,13 +160,35 @@ class Trainer:
             return self._step(x, y, epoch, index, trace)
 
     def _step(self, x, y, epoch, index, trace) -> StepStats:
+        """SPEC's five steps, one call each (see the module docstring)."""
+        logits, ce = self._forward_backward(x, y, epoch, index, trace)
+        alpha_term = self._add_penalty()
+        beta_term = self._add_beta_term(epoch, index)
+        if trace is not None:
+            trace("grad", self._grads_for_trace())
+        used = self._apply_backward_mask()
+        if trace is not None:
+            trace("mask", self._masks_for_trace())
+        grad_norm = self._clip_and_update(used, trace)
+        return StepStats(
+            loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
+            V=self.prev.V if self.method == "dfbst" else None, grad_norm=grad_norm,
+            accuracy=float((logits.argmax(axis=1) == y).mean()),
+            density={name: layer.density for name, layer in self.layers},
+            bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
+                      for name, layer in self.layers},
+            cost=self.step_cost())
+
+    # -- 1. forward, loss, backward ------------------------------------------
+    def _forward_backward(self, x, y, epoch, index, trace):
+        """Logits and CE of the batch; every layer's gradients (dW before D)."""
         model = self.model
         model.train()
         model.zero_grad()
         for layer in self.input_layers:       # nothing reads dL/dx of the network's input
             layer.input_grad = False
         for _, layer in self.layers:          # the trainer writes dW * D itself
-            layer._defer_weight_grad = True
+            layer.defer_weight_grad = True
         try:
             logits = model.forward(x)
             ce = self.loss_fn.forward(logits, y)
@@ -153,69 +200,119 @@ class Trainer:
             for layer in self.input_layers:
                 layer.input_grad = True
             for _, layer in self.layers:
-                layer._defer_weight_grad = False
+                layer.defer_weight_grad = False
+        return logits, ce
 
-        alpha_term = 0.0
+    # -- 2. the threshold penalty ---------------------------------------------
+    def _add_penalty(self) -> float:
+        """alpha * sum exp(-t) of every layer: its value, and its gradient added to dt."""
+        total = 0.0
         if self.method in ("dst", "dfbst"):
             for _, layer in self.layers:
-                value, grad = threshold_penalty(layer._params["threshold"], self.alpha)
-                alpha_term += value
-                layer._grads["threshold"] += grad
+                value, grad = self._penalty_rule(layer.params["threshold"], self.alpha)
+                total += value
+                layer.set_grad("threshold", layer.grads["threshold"] + grad)
+        return total
 
-        beta_term, V = 0.0, None
-        if self.method == "dfbst":
-            if epoch >= 2 and index != 0 and self.prev is not None:
-                beta_term = self.beta * self.prev.V
-                for (_, layer), grad_u in zip(self.layers, self.prev.grad_u):
-                    layer._grads["dthreshold"] = grad_u
-            if trace is not None:
-                trace("grad", self._grads_for_trace())
-            self.prev = self._apply_backward_mask()
-            V = self.prev.V
-        elif trace is not None:
-            trace("grad", self._grads_for_trace())
-        if trace is not None:
-            trace("mask", self._masks_for_trace())
+    def _penalty_value(self) -> float:
+        """alpha * sum exp(-t) over the masked layers (0 for dense)."""
+        if self.method not in ("dst", "dfbst"):
+            return 0.0
+        return sum(self._penalty_rule(layer.params["threshold"], self.alpha)[0]
+                   for _, layer in self.layers)
 
-        grads = model.grads
-        view = self._clip_view(grads)
+    # -- 3. the beta term -----------------------------------------------------
+    def _beta_on(self, epoch: int, index: int) -> bool:
+        """From the second epoch on, never at batch index 0, once a V_prev exists."""
+        return self.method == "dfbst" and epoch >= 2 and index != 0 and self.prev is not None
+
+    def _beta_value(self, epoch: int, index: int) -> float:
+        """beta * V_prev when this step has the beta term, else 0."""
+        return self.beta * self.prev.V if self._beta_on(epoch, index) else 0.0
+
+    def _add_beta_term(self, epoch: int, index: int) -> float:
+        """beta * V_prev, and u's gradient d(beta V_prev)/du; on other steps u has none."""
+        if not self._beta_on(epoch, index):
+            return 0.0
+        for (_, layer), grad_u in zip(self.layers, self.prev.grad_u):
+            layer.set_grad("dthreshold", grad_u)
+        return self.beta * self.prev.V
+
+    # -- 4. the backward mask -------------------------------------------------
+    def _apply_backward_mask(self):
+        """D on every masked layer's dW (SPEC "The backward mask"), kept with V and
+        dV/du for the next step; returns the weight gradients to use, by parameter
+        name (None for dense and dst: every gradient is used as it is)."""
+        if self.method != "dfbst":
+            return None
+        first = self.layers[0][1]
+        bm = self._mask_rule([layer.loss_grad() for _, layer in self.layers],
+                             [layer.params["dthreshold"] for _, layer in self.layers],
+                             scale=self.beta, estimator=first.estimator,
+                             float32_masks=first.float32_masks)
+        for (_, layer), D in zip(self.layers, bm.patterns):
+            layer.set_backward_mask(D)
+        self.prev = bm
+        return {f"{name}.weight": g for (name, _), g in zip(self.layers, bm.masked)}
+
+    # -- 5. clipping and SGD --------------------------------------------------
+    def _clip_and_update(self, used, trace) -> float:
+        """Clip the total gradient norm, hand each layer its used weight gradient,
+        and take the SGD step. Returns the norm before clipping."""
+        grads = self.model.grads
+        view = self._clip_view(grads, used)
         grad_norm, norms = self._checked_norm(view)
         if self.clip_norm is not None:
             clip_grad_norm(view, self.clip_norm, sq_norms=norms)
-        self._write_support_grads(grads)
+        if used is not None:
+            for name, layer in self.layers:
+                layer.set_used_grad(used[f"{name}.weight"])
+            grads = self.model.grads
         if trace is not None:
             trace("used_grad", {name: np.array(g) for name, g in grads.items()})
         # The norm above is finite, so every gradient is, also after clipping.
         self.optimizer.step(grads, check_finite=False)
         if trace is not None:
             trace("update", self._update_for_trace())
+        return grad_norm
 
-        return StepStats(
-            loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
-            V=V, grad_norm=grad_norm, accuracy=float((logits.argmax(axis=1) == y).mean()),
-            density={name: layer.density for name, layer in self.layers},
-            bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
-                      for name, layer in self.layers},
-            cost=self.step_cost())
+    def _clip_view(self, grads: Dict[str, np.ndarray], used) -> Dict[str, np.ndarray]:
+        """The gradients in parameter order, a masked weight gradient as its values
+        (for a predicted one, its support's values: the norm and the clipping need
+        only those, dW * D being 0 elsewhere, and the dense gradient is written
+        once, already clipped)."""
+        if used is None:
+            return grads
+        return {name: used[name].values if name in used else grads[name]
+                for name in self.optimizer.params if name in used or name in grads}
 
-    def _penalty_value(self) -> float:
-        """alpha * sum exp(-t) over the masked layers (0 for dense)."""
-        if self.method not in ("dst", "dfbst"):
-            return 0.0
-        return sum(threshold_penalty(layer.params["threshold"], self.alpha)[0] for _, layer in self.layers)
+    @staticmethod
+    def _checked_norm(grads: Dict[str, np.ndarray]):
+        """Total L2 norm of all gradients and the per-gradient squared norms (float64).
 
-    def _beta_value(self, epoch: int, index: int) -> float:
-        """beta * V_prev when this step has the beta term, else 0."""
-        if self.method == "dfbst" and epoch >= 2 and index != 0 and self.prev is not None:
-            return self.beta * self.prev.V
-        return 0.0
+        Each squared norm is one dot product in the gradient's dtype; a float32
+        one that overflows (|g| beyond ~1.8e19) is taken again in float64, so a
+        large but finite gradient is clipped rather than reported. A NaN or inf
+        raises FloatingPointError naming the first such gradient.
+        """
+        sq = []
+        for name, g in grads.items():
+            flat = g.reshape(-1)
+            value = float(np.dot(flat, flat))
+            if not np.isfinite(value) and flat.dtype != np.float64:
+                flat = flat.astype(np.float64)
+                value = float(np.dot(flat, flat))
+            if not np.isfinite(value):
+                raise FloatingPointError(f"Trainer: the gradient of {name!r} contains NaN or inf")
+            sq.append(value)
+        return float(np.sqrt(sum(sq))), sq
 
+    # -- the trace --------------------------------------------------------------
     def _grads_for_trace(self) -> Dict[str, np.ndarray]:
         grads = {name: np.array(g) for name, g in self.model.grads.items()}
         for name, layer in self.layers:
-            if layer._support_grad is not None:
-                grads[f"{name}.weight"] = layer._support_grad.dense().reshape(layer.weight.shape)
-        return grads
+            grads[f"{name}.weight"] = np.array(layer.loss_grad().dense()).reshape(layer.weight.shape)
+        return {name: grads[name] for name in self.optimizer.params if name in grads}
 
     def _masks_for_trace(self) -> Dict[str, np.ndarray]:
         out = {}
@@ -232,58 +329,6 @@ class Trainer:
             if key.startswith("momentum_buffer."):
                 out[key[len("momentum_buffer."):] + ".momentum_buffer"] = value
         return out
-
-    def _apply_backward_mask(self):
-        """D on every masked layer's dW (SPEC "The backward mask"); returns V and dV/du."""
-        first = self.layers[0][1]
-        dWs = [layer._support_grad if layer._support_grad is not None
-               else layer._grads["weight"].reshape(layer.weight.shape[0], -1)
-               for _, layer in self.layers]
-        us = [layer._params["dthreshold"] for _, layer in self.layers]
-        bm = backward_mask(dWs, us, scale=self.beta, estimator=first.estimator,
-                           float32_masks=first.float32_masks)
-        for (_, layer), keep, g, nnz in zip(self.layers, bm.keep, bm.masked, bm.nnz):
-            if isinstance(g, SupportGrad):
-                layer._support_grad = g          # written into grads after clipping
-                layer.set_backward_support(np.compress(keep, g.support.flat))
-            else:
-                layer._support_grad = None
-                layer._grads["weight"] = g.reshape(layer.weight.shape)
-                layer.set_backward_mask(keep, nnz)
-        return bm
-
-    def _clip_view(self, grads: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """The gradients in parameter order, a predicted weight gradient as its
-        support's values: the norm and the clipping need only those (dW * D is 0
-        elsewhere), and the dense gradient is written once, already clipped."""
-        support = {f"{name}.weight": layer._support_grad.values
-                   for name, layer in self.layers if layer._support_grad is not None}
-        if not support:
-            return grads
-        return {name: support[name] if name in support else grads[name]
-                for name in self.optimizer.params if name in support or name in grads}
-
-    def _write_support_grads(self, grads: Dict[str, np.ndarray]) -> None:
-        """The (clipped) predicted weight gradients as dense arrays, in the layers and ``grads``."""
-        for name, layer in self.layers:
-            if layer._support_grad is not None:
-                dense = layer._support_grad.dense().reshape(layer.weight.shape)
-                layer._grads["weight"] = grads[f"{name}.weight"] = dense
-
-    @staticmethod
-    def _checked_norm(grads: Dict[str, np.ndarray]):
-        """Total L2 norm of all gradients and the per-gradient squared norms;
-        names the first non-finite gradient (a NaN or inf makes its norm non-finite)."""
-        sq = [float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads.values()]
-        # A float32 sum of squares overflows for |g| > ~1.8e19 although every entry
-        # is finite: redo those in float64, and name the parameter if still not finite.
-        for i, (name, g) in enumerate(grads.items()):
-            if not np.isfinite(sq[i]):
-                g64 = g.reshape(-1).astype(np.float64)
-                sq[i] = float(np.dot(g64, g64))
-                if not np.isfinite(sq[i]):
-                    raise FloatingPointError(f"Trainer: the gradient of {name!r} contains NaN or inf")
-        return float(np.sqrt(sum(sq))), sq
 
     def step_cost(self) -> CostTotals:
         """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting")."""
@@ -302,6 +347,16 @@ class Trainer:
     @property
     def lr(self) -> float:
         return self.optimizer.lr
+
+
+def _textbook_backward_mask(dWs, us, scale: float, estimator, float32_masks: bool) -> BackwardMask:
+    """:func:`dfbst_np.textbook.backward_mask` on the layers' loss gradients, as a
+    :class:`~dfbst_np.sparse.backward_mask.BackwardMask` (the textbook knows only
+    the long-tailed estimator, which the Trainer checked)."""
+    Ds, masked, V, dV_du = tb.backward_mask([g.dense() for g in dWs], us, scale=scale,
+                                            float32_masks=float32_masks)
+    return BackwardMask([Pattern(keep=D != 0) for D in Ds], [Entries(g) for g in masked], V,
+                        dV_du, [g.dtype for g in masked])
 
 
 def _input_layers(model):

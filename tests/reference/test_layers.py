@@ -1,21 +1,16 @@
 """BinaryStep, the forward mask M, the reset rule and the backward mask D of
-the PyTorch reference, checked against SPEC's equations written out here."""
+the PyTorch reference, checked against SPEC's equations (:mod:`dfbst_np.textbook` where it has them)."""
 import numpy as np
 import pytest
 
 import torch
 import torch.nn.functional as F  # noqa: E402
 
+from dfbst_np import textbook as tb
 from dfbst_np.reference.layers import (  # noqa: E402
     BinaryStep, MaskedConv2d, MaskedLinear, binary_step, long_tailed_estimator)
 
 F64 = torch.float64
-
-
-def h_spec(x):
-    """h of SPEC, piecewise, in NumPy."""
-    a = np.abs(x)
-    return np.where(a <= 0.4, 2 - 4 * a, np.where(a <= 1.0, 0.4, 0.0))
 
 
 POINTS = [-1.5, -1.0, -0.7, -0.4, -0.2, -1e-12, 0.0, 1e-12, 0.2, 0.4, 0.40001, 0.7, 1.0, 1.00001, 1.5]
@@ -24,7 +19,7 @@ POINTS = [-1.5, -1.0, -0.7, -0.4, -0.2, -1e-12, 0.0, 1e-12, 0.2, 0.4, 0.40001, 0
 def test_h_at_boundaries():
     x = torch.tensor(POINTS, dtype=F64)
     got = long_tailed_estimator(x).numpy()
-    np.testing.assert_allclose(got, h_spec(np.array(POINTS)), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(got, tb.h(np.array(POINTS)), rtol=0, atol=1e-15)
     # the three boundaries: |x| = 0 -> 2, |x| = 0.4 -> 0.4 (both branches), |x| = 1 -> 0.4
     assert got[POINTS.index(0.0)] == 2.0
     assert got[POINTS.index(1.0)] == 0.4 and got[POINTS.index(-1.0)] == 0.4
@@ -41,7 +36,7 @@ def test_binary_step_forward_backward(float32_output):
     assert y.detach().numpy()[POINTS.index(0.0)] == 0.0  # H(0) = 0
     w = torch.linspace(-2, 3, len(POINTS), dtype=F64)  # non-unit upstream gradient
     (y * w.to(y.dtype)).sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), w.numpy() * h_spec(np.array(POINTS)),
+    np.testing.assert_allclose(x.grad.numpy(), w.numpy() * tb.h(np.array(POINTS)),
                                rtol=1e-6 if float32_output else 1e-15, atol=0)
     assert BinaryStep.apply is not None
 
@@ -63,7 +58,7 @@ def _literal_grads(W, t, A, method):
     A = A.reshape(rows.shape)
     tc = (np.abs(t) if method == "dfbst" else t)[:, None]
     M = (np.abs(rows) - tc > 0).astype(float)
-    hh = h_spec(np.abs(rows) - tc)
+    hh = tb.h(np.abs(rows) - tc)
     dW = A * (M + np.abs(rows) * hh)
     s = np.where(t >= 0, 1.0, -1.0) if method == "dfbst" else 1.0
     dt = -s * np.sum(A * rows * hh, axis=1)
@@ -209,7 +204,7 @@ def test_backward_mask_definition():
     (du,) = torch.autograd.grad(V, layer.dthreshold)
     gn = (G.numpy() * D).ravel()
     dVdg = ((gn - gn.mean()) / ((gn.size - 1) * V.item())).reshape(G.shape)
-    expected = -np.sum(dVdg * G.numpy() * h_spec(np.abs(ghat) - u.numpy()[:, None]), axis=1)
+    expected = -np.sum(dVdg * G.numpy() * tb.h(np.abs(ghat) - u.numpy()[:, None]), axis=1)
     np.testing.assert_allclose(du.numpy(), expected, rtol=1e-12, atol=1e-15)
 
 

@@ -28,13 +28,15 @@ What is proven, in float64 to 1e-12 relative (max |a - b| / max |b|):
 import numpy as np
 import pytest
 
+from dfbst_np import textbook as tb
 from dfbst_np.nn.im2col import col2im, im2col
 from dfbst_np.nn.linear import Conv2d
 from dfbst_np.sparse import kernels as K
-from dfbst_np.sparse.conv import col2im_t, from_output, im2col_t, to_output
-from dfbst_np.sparse.backward_mask import SupportGrad, backward_mask
+from dfbst_np.nn.fast_im2col import col2im_t, from_output, im2col_t, to_output
+from dfbst_np.sparse.backward_mask import backward_mask
+from dfbst_np.sparse.entries import Entries
 from dfbst_np.sparse.fused import row_sums, sub_rows
-from dfbst_np.sparse.mask_rule import (forward_mask, masked_layer_grads, support_layer_grads)
+from dfbst_np.sparse.mask_rule import forward_mask, layer_grads
 from dfbst_np.sparse.masked import MaskedConv2d, MaskedLinear
 from dfbst_np.sparse.step import long_tailed
 from tests.helpers import rel_err
@@ -257,11 +259,6 @@ def test_support_subset_is_the_support_of_the_sub_pattern(density):
 
 # ---------------------------------------------------------------- fused passes
 
-def literal_h(x):
-    a = np.abs(x)
-    return np.where(a <= 0.4, 2 - 4 * a, np.where(a <= 1.0, 0.4, 0.0))
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_passes_are_exact(rng, dtype):
     a = (rng.standard_normal((300, 784)) * 0.7).astype(dtype)
@@ -270,9 +267,9 @@ def test_fused_passes_are_exact(rng, dtype):
     b = a.copy()
     sub_rows(b, v, out=b)
     np.testing.assert_array_equal(b, a - v[:, None])
-    np.testing.assert_array_equal(long_tailed(a), literal_h(a).astype(dtype))
+    np.testing.assert_array_equal(long_tailed(a), tb.h(a).astype(dtype))
     small = (a * 0.5).astype(dtype)                                     # no |x| > 1: short path
-    np.testing.assert_array_equal(long_tailed(small), literal_h(small).astype(dtype))
+    np.testing.assert_array_equal(long_tailed(small), tb.h(small).astype(dtype))
     assert rel_err(row_sums(a), a.astype(np.float64).sum(axis=1)) <= (1e-12 if dtype == np.float64 else 1e-5)
 
 
@@ -290,41 +287,23 @@ def test_gradient_rule_matches_literal_formula(rng, method, float32_masks):
     G = A * w
     if float32_masks:
         G = G.astype(np.float32).astype(np.float64)
-    Gh = G * literal_h(z)
+    Gh = G * tb.h(z)
     dW_ref = A * (z > 0) + Gh * np.sign(w)
     s = np.where(t >= 0, 1.0, -1.0) if method == "dfbst" else 1.0
     dt_ref = -s * Gh.sum(axis=1)
-    dW, dt = masked_layer_grads(A.copy(), w, t, fm, method, float32_masks=float32_masks,
-                                overwrite_a=True)
+    dW, dt = layer_grads(Entries(A.copy()), w, t, fm, method, float32_masks=float32_masks,
+                         overwrite_a=True)
+    dW = dW.values
     np.testing.assert_array_equal(dW, dW_ref)                # every entry rounds as the literal one
     assert rel_err(dt, dt_ref) <= TOL
     # the rule on a support is the same rule, entry by entry
     pattern = rng.random(w.shape) < 0.3
     support = K.support_structure(pattern)
-    values, dt_s = support_layer_grads(A[pattern], w, t, fm, support, method,
-                                       float32_masks=float32_masks)
+    values, dt_s = layer_grads(Entries(A[pattern], support), w, t, fm, method,
+                               float32_masks=float32_masks)
+    values = values.values
     np.testing.assert_array_equal(values, dW_ref[pattern])
     assert rel_err(dt_s, -s * np.where(pattern, Gh, 0).sum(axis=1)) <= TOL
-
-
-def literal_backward_mask(grads, us, beta):
-    """SPEC's backward mask written out (float64, no float32 rounding)."""
-    D, g = [], []
-    for dW, u in zip(grads, us):
-        r = np.abs(dW).sum(axis=1, keepdims=True)
-        ghat = np.divide(dW, r, out=np.zeros_like(dW), where=r != 0)
-        D.append((np.abs(ghat) - u[:, None] > 0).astype(float))
-        g.append(dW * D[-1])
-    flat = np.concatenate([x.ravel() for x in g])
-    n, mean = flat.size, flat.mean()
-    V = np.sqrt(((flat - mean) ** 2).sum() / (n - 1))
-    grad_u = []
-    for dW, gi, u in zip(grads, g, us):
-        r = np.abs(dW).sum(axis=1, keepdims=True)
-        ghat = np.divide(dW, r, out=np.zeros_like(dW), where=r != 0)
-        dV = (gi - mean) / ((n - 1) * V)
-        grad_u.append(-(beta * dV * dW * literal_h(np.abs(ghat) - u[:, None])).sum(axis=1))
-    return D, g, V, grad_u
 
 
 def test_backward_mask_dense_and_support_match_literal(rng):
@@ -332,7 +311,7 @@ def test_backward_mask_dense_and_support_match_literal(rng):
     grads = [rng.standard_normal(s) * rng.lognormal(0, 2, size=(s[0], 1)) for s in shapes]
     grads[1][3] = 0.0                                     # a zero row
     us = [rng.uniform(-1, 2, size=s[0]) / s[1] for s in shapes]
-    D, g, V, gu = literal_backward_mask(grads, us, 0.1)
+    D, g, V, gu = tb.backward_mask(grads, us, scale=0.1)
     bm = backward_mask(grads, us, scale=0.1)
     assert rel_err(bm.V, V) <= TOL
     for k in range(3):
@@ -340,7 +319,7 @@ def test_backward_mask_dense_and_support_match_literal(rng):
         assert rel_err(bm.masked[k], g[k]) <= TOL and rel_err(bm.grad_u[k], gu[k]) <= TOL
         assert bm.nnz[k] == int(D[k].sum())
     # the same gradients given on a support that holds every entry
-    full = [SupportGrad(K.support_structure(np.ones(s, bool)), dW.ravel().copy())
+    full = [Entries(dW.ravel().copy(), K.support_structure(np.ones(s, bool)))
             for s, dW in zip(shapes, grads)]
     sm = backward_mask(full, us, scale=0.1)
     assert rel_err(sm.V, V) <= TOL
@@ -349,8 +328,8 @@ def test_backward_mask_dense_and_support_match_literal(rng):
         assert rel_err(sm.masked[k].dense(), g[k]) <= TOL and rel_err(sm.grad_u[k], gu[k]) <= TOL
     # on a partial support: dW is taken as zero off it, rows normalise over it
     parts = [rng.random(s) < 0.4 for s in shapes]
-    sparse = [SupportGrad(K.support_structure(p), dW[p]) for p, dW in zip(parts, grads)]
-    D2, g2, V2, gu2 = literal_backward_mask([np.where(p, dW, 0) for p, dW in zip(parts, grads)], us, 0.1)
+    sparse = [Entries(dW[p], K.support_structure(p)) for p, dW in zip(parts, grads)]
+    D2, g2, V2, gu2 = tb.backward_mask([np.where(p, dW, 0) for p, dW in zip(parts, grads)], us, scale=0.1)
     pm = backward_mask(sparse, us, scale=0.1)
     assert rel_err(pm.V, V2) <= TOL
     for k in range(3):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from dfbst_np import models
+from dfbst_np import textbook as tb
 from dfbst_np.sparse.masked import MaskedLinear, masked_layers
 from dfbst_np.train.trainer import Trainer
 from tests.helpers import rel_err
@@ -120,9 +121,7 @@ def test_partial_support_is_what_the_docstring_says():
     # dt sums over S only
     w, t = layer.weight, layer.params["threshold"]
     z = np.abs(w) - np.abs(t)[:, None]
-    a = np.abs(z)
-    h = np.where(a <= 0.4, 2 - 4 * a, np.where(a <= 1, 0.4, 0.0))
-    Gh = (dy.T @ x) * w * h
+    Gh = (dy.T @ x) * w * tb.h(z)
     assert rel_err(layer.grads["threshold"], -np.where(S, Gh, 0).sum(axis=1)) <= TOL
     # the trainer's D lies inside S
     model_rng = np.random.default_rng(6)

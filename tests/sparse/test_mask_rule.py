@@ -7,7 +7,9 @@ PyTorch autograd is in tests/reference.
 import numpy as np
 import pytest
 
-from dfbst_np.sparse.mask_rule import forward_mask, masked_layer_grads, threshold_penalty
+from dfbst_np import textbook as tb
+from dfbst_np.sparse.entries import Entries
+from dfbst_np.sparse.mask_rule import forward_mask, layer_grads, threshold_penalty
 from dfbst_np.sparse.step import long_tailed
 
 
@@ -51,19 +53,8 @@ def test_reset_fires_at_one_percent(rng, method):
 
 
 def literal_grads(A, w, t, method):
-    """SPEC's dW and dt, one entry at a time."""
-    out, fan = w.shape
-    dW, dt = np.zeros_like(w), np.zeros(out)
-    for i in range(out):
-        tau = abs(t[i]) if method == "dfbst" else t[i]
-        s = (1.0 if t[i] >= 0 else -1.0) if method == "dfbst" else 1.0
-        for j in range(fan):
-            z = abs(w[i, j]) - tau
-            h = float(long_tailed(np.array([z]))[0])
-            m = 1.0 if z > 0 else 0.0
-            dW[i, j] = A[i, j] * (m + abs(w[i, j]) * h)
-            dt[i] += -s * A[i, j] * w[i, j] * h
-    return dW, dt
+    """SPEC's dW and dt: the textbook's rule with the textbook's mask."""
+    return tb.layer_grads(A, w, t, tb.forward_mask(w, t, method)[0], method)
 
 
 @pytest.mark.parametrize("method", ["dst", "dfbst"])
@@ -72,7 +63,8 @@ def test_gradient_rule_matches_spec(rng, method):
     t = np.array([0.3, -0.3, 0.0, 0.8, -0.05])
     A = rng.normal(size=w.shape)
     fm = forward_mask(w, t.copy(), method)
-    dW, dt = masked_layer_grads(A, w, t, fm, method)
+    dW, dt = layer_grads(Entries(A), w, t, fm, method)
+    dW = dW.values
     dW_ref, dt_ref = literal_grads(A, w, t, method)
     np.testing.assert_allclose(dW, dW_ref, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dt, dt_ref, rtol=1e-13, atol=1e-15)
@@ -83,8 +75,9 @@ def test_float32_masks_round_only_the_ste_terms(rng):
     t = np.full(6, 0.2)
     A = rng.normal(size=w.shape)
     fm = forward_mask(w, t.copy(), "dfbst")
-    exact = masked_layer_grads(A, w, t, fm, "dfbst")
-    rounded = masked_layer_grads(A, w, t, fm, "dfbst", float32_masks=True)
+    exact = [(g.values if isinstance(g, Entries) else g) for g in layer_grads(Entries(A), w, t, fm, "dfbst")]
+    rounded = [(g.values if isinstance(g, Entries) else g)
+               for g in layer_grads(Entries(A), w, t, fm, "dfbst", float32_masks=True)]
     for a, b in zip(exact, rounded):
         err = np.abs(a - b).max() / np.abs(a).max()
         assert 0 < err < 1e-6          # float32 rounding, not a different formula

@@ -1,4 +1,4 @@
-"""The transposed im2col layout of the masked convolutions (dfbst_np.sparse.conv).
+"""The transposed im2col layout the engine's Conv2d runs on (dfbst_np.nn.fast_im2col).
 
 Checked against torch's unfold/fold in float64 and against the plain NumPy
 transposes they replace (bit for bit), also with the blocked transpose forced
@@ -7,9 +7,9 @@ on small arrays.
 import numpy as np
 import pytest
 
-import dfbst_np.sparse.conv as conv
+import dfbst_np.nn.fast_im2col as conv
 from dfbst_np.nn.im2col import conv_output_size
-from dfbst_np.sparse.conv import col2im_t, from_output, im2col_t, to_output
+from dfbst_np.nn.fast_im2col import col2im_t, from_output, im2col_t, to_output
 from tests.helpers import rel_err
 from tests.nn.parity import TOL, t64, torch
 

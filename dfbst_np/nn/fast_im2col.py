@@ -1,6 +1,7 @@
-r"""im2col and col2im in the transposed, channels-first layout of the masked convolutions.
+r"""im2col and col2im in the transposed layout that :class:`~dfbst_np.nn.linear.Conv2d` runs on.
 
-:mod:`dfbst_np.nn.im2col` builds X2 with one row per output position,
+:mod:`dfbst_np.nn.im2col` (the textbook version, kept for teaching and tested
+equal to this one) builds X2 with one row per output position,
 (N*OH*OW, C*kh*kw). Here the same numbers are laid out transposed,
 
 .. math::
@@ -42,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..nn.im2col import conv_output_size
+from .im2col import conv_output_size
 
 __all__ = ["im2col_t", "col2im_t", "to_output", "from_output", "BATCH_LAST_BELOW"]
 

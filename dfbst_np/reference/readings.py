@@ -1,0 +1,164 @@
+r"""One-line readings of a first divergence: which rule of SPEC it points at.
+
+Each reading tests one hypothesis against the numbers of the diverging step
+(dfbst_np's, the user's, and the state both started from), in SPEC's symbols:
+for example, a D that equals H(|dW| - u) instead of H(|Ghat| - u) is "no row
+normalisation". Where no hypothesis fits, the reading says which stage and
+quantity to look at. Nothing here changes a verdict.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .. import textbook as tb
+from .verdict import Divergence, layer_of
+
+
+def _close(a, b, rtol: float = 1e-6) -> bool:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.abs(b).max(initial=0.0)), 1e-300)
+    return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= rtol * scale
+
+
+def _rows(W: np.ndarray) -> np.ndarray:
+    return W.reshape(W.shape[0], -1)
+
+
+def _first_layer(bad: List[Divergence], suffix: Optional[str] = None) -> Optional[str]:
+    for r in bad:
+        if r.layer is not None and (suffix is None or r.quantity.endswith(suffix)):
+            return r.layer
+    return None
+
+
+def _read_forward_mask(layer: str, before, ours, theirs, method: str) -> str:
+    M_ours, M_theirs = ours["mask"][f"{layer}.mask"], theirs["mask"][f"{layer}.mask"]
+    W = _rows(before[f"{layer}.weight"])
+    t = before[f"{layer}.threshold"]
+    rows = np.nonzero(np.any(_rows(M_ours) != _rows(M_theirs), axis=1))[0]
+    tau = tb.effective_threshold(t, method)[:, None]
+    if tb.H(np.abs(W) - tau).mean() <= tb.RESET_DENSITY:
+        return ("the reset rule: M = H(|W| - |t|) keeps at most 1 % here, so t is set to 0 and M "
+                "recomputed with it")
+    # the other method's threshold: t where SPEC has |t| (dfbst), |t| where it has t (dst)
+    rule, other = (("thresholds t vs |t|", t) if method == "dfbst" else ("thresholds |t| vs t", np.abs(t)))
+    if np.array_equal(_rows(M_theirs), tb.H(np.abs(W) - other[:, None])):
+        neg = "t < 0 rows" if np.all(t[rows] < 0) else "rows " + str(rows[:5].tolist())
+        return f"{rule} ({neg})"
+    return f"M = H(|W| - |t|) differs in rows {rows[:5].tolist()} (the threshold or the reset rule)"
+
+
+def _read_dmask(layer: str, ours, theirs, before) -> str:
+    dW = _rows(ours["grad"][f"{layer}.weight"])
+    u = before[f"{layer}.dthreshold"][:, None]
+    D = _rows(theirs["mask"][f"{layer}.dmask"])
+    l2 = np.sqrt((dW ** 2).sum(axis=1, keepdims=True))
+    candidates = {
+        "no row normalisation: D = H(|dW| - u)": tb.H(np.abs(dW) - u),
+        "L2 row normalisation instead of L1": tb.H(np.abs(np.divide(dW, l2, out=np.zeros_like(dW),
+                                                                    where=l2 != 0)) - u),
+        "D with |u| instead of u": tb.H(np.abs(tb.row_normalise(dW)) - np.abs(u)),
+    }
+    for reading, D_alt in candidates.items():
+        if np.array_equal(D, D_alt):
+            return reading
+    return "the backward mask D = H(|Ghat| - u), Ghat = dW / sum_j |dW_ij|"
+
+
+def _read_used_grad(bad: List[Divergence], ours, theirs) -> str:
+    a, b = ours["used_grad"], theirs["used_grad"]
+    common = [k for k in a if k in b and a[k].shape == b[k].shape]
+    num = sum(float(np.vdot(a[k], b[k])) for k in common)
+    den = sum(float(np.vdot(a[k], a[k])) for k in common)
+    c = num / den if den else float("nan")
+    if common and all(_close(b[k], c * a[k], 1e-9) for k in common):
+        return (f"every used gradient is {c:.6g} x dfbst_np's: the clipping coefficient differs "
+                "(clipping before the backward mask, or another norm)")
+    w = [r.quantity for r in bad if r.stage == "used_grad"]
+    if w and all(q.endswith(".weight") for q in w):
+        return "the weight gradients the optimiser applied are not dW * D"
+    return "the gradients the optimiser applied (the backward mask D, then clipping)"
+
+
+def _read_update(first: Divergence, before, ours, theirs, settings, lr) -> str:
+    q = first.quantity
+    pname = q[:-len(".momentum_buffer")] if q.endswith(".momentum_buffer") else q
+    if pname in before and q == pname:
+        shift = theirs["update"][q] - ours["update"][q]
+        wd = settings["weight_decay"]
+        if wd and _close(shift, lr * wd * before[pname], 1e-4):
+            what = "thresholds" if pname.endswith(("threshold", "dthreshold")) else pname
+            return f"no weight decay on {what} (SPEC: every parameter with a gradient, thresholds included)"
+    return "the optimiser update (SGD with momentum and weight decay, learning rate)"
+
+
+def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, method) -> str:
+    q, layer = first.quantity, first.layer
+    if q.endswith(".dthreshold"):
+        if first.note.startswith("present only in your code"):
+            return ("the beta term: u has a gradient in your code on a step without the beta term "
+                    "(SPEC: from epoch 2 on, never at batch index 0)")
+        if first.note.startswith("present only in dfbst_np"):
+            return ("the beta term: u has no gradient in your code on a step with the beta term "
+                    "(epoch >= 2, index != 0: beta V_prev, V_prev still attached to u)")
+        return "the beta term: d(beta V_prev)/du through the estimator h of D"
+    names = {r.quantity for r in bad if r.stage == "grad" and r.layer == layer}
+    if q.endswith(".threshold") and f"{layer}.weight" not in names:
+        t = before.get(f"{layer}.threshold")
+        diff = theirs["grad"][q] - ours["grad"][q]
+        ratio = diff / np.exp(-t) if t is not None else None
+        if ratio is not None and ratio.size and ratio[0] != 0 and _close(ratio, np.full_like(ratio, ratio[0])):
+            return "dt differs by a multiple of exp(-t): the alpha term alpha * sum exp(-t)"
+        zero = np.nonzero(diff)[0]
+        if t is not None and zero.size and np.all(t[zero] == 0):
+            return "dt differs only where t = 0: s(0) must be +1 (abs() has derivative 0 there)"
+        return "dt: -s(t) sum_j A W h(|W| - |t|) (the sign s(t) or the estimator h)"
+    if q.endswith(".weight") and f"{layer}.bias" in ours["grad"] and f"{layer}.bias" not in names:
+        return ("dW differs while the bias gradient agrees: the straight-through term "
+                "|W| h(|W| - |t|) (the estimator h or the mask's derivative)")
+    return f"the gradient of {q} (the backward of the loss)"
+
+
+def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarray], ours, theirs,
+            stats, settings, method: str, prev_V: Optional[float], lr: float) -> None:
+    """Set ``first.layer`` (for network-level quantities) and ``first.reading``."""
+    stage, q = first.stage, first.quantity
+    if first.layer is None:
+        first.layer = _first_layer(bad, ".mask" if q == "logits" else None) or _first_layer(bad)
+    reading = ""
+    try:
+        if stage == "forward" and q == "logits":
+            layer = _first_layer([r for r in bad if r.stage == "mask"], ".mask")
+            if layer is not None and method != "dense":
+                reading = (f"{layer}'s forward mask M, "
+                           + _read_forward_mask(layer, before, ours, theirs, method))
+            else:
+                reading = "the forward differs with identical masks M: the layer products or the architecture"
+        elif stage == "forward" and q == "loss":
+            diff = float(theirs["forward"]["loss"] - ours["forward"]["loss"])
+            beta = settings["beta"] * (prev_V or 0.0)
+            if stats.beta_term == 0 and prev_V is not None and abs(diff - beta) <= 1e-6 * abs(beta):
+                reading = (f"the beta term: your loss adds beta * V_prev = {beta:.6g} where SPEC "
+                           "does not (epoch 1 or batch index 0)")
+            elif stats.beta_term and abs(diff + stats.beta_term) <= 1e-6 * stats.beta_term:
+                reading = "the beta term is missing from your loss (epoch >= 2, index != 0)"
+            elif stats.alpha_term and abs(diff + stats.alpha_term) <= 1e-6 * stats.alpha_term:
+                reading = "the alpha term alpha * sum exp(-t) is missing from your loss"
+            else:
+                reading = f"the loss differs by {diff:.6g} while the logits agree: CE, alpha or beta term"
+        elif stage == "grad":
+            reading = _read_grad(first, bad, ours, theirs, before, method)
+        elif stage == "mask" and q.endswith(".dmask"):
+            reading = _read_dmask(first.layer, ours, theirs, before)
+        elif stage == "mask":
+            reading = _read_forward_mask(first.layer, before, ours, theirs, method)
+        elif stage == "used_grad":
+            reading = _read_used_grad(bad, ours, theirs)
+        elif stage == "update":
+            reading = _read_update(first, before, ours, theirs, settings, lr)
+    except (KeyError, ValueError):
+        # a reading is a hint; quantities it needs may be absent on one side
+        reading = ""
+    first.reading = f"{layer_of(q) or q}: {reading}" if reading and first.layer is None else reading
