@@ -24,7 +24,7 @@ METHODS = ("dense", "dst", "dfbst")
 
 # Flags a resumed run accepts although they are not in config.json, or that it checks itself.
 _RESUME_FLAGS = {"resume", "out", "epochs", "threads", "no_progress", "data_root", "download",
-                 "overwrite"}
+                 "overwrite", "backend", "device"}
 
 
 def _flag(dest: str) -> str:
@@ -94,7 +94,7 @@ def train_config(args):
                          kernel_path=args.kernel_path, weight_grad=args.weight_grad,
                          textbook=args.textbook or None,
                          data_root=args.data_root, threads=args.threads,
-                         download=args.download or None)
+                         download=args.download or None, backend=args.backend, device=args.device)
     if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
         cfg.epochs = SAMPLE_EPOCHS if args.epochs is None else args.epochs
         if args.milestones is None:
@@ -130,7 +130,8 @@ def _train(args, given: set) -> int:
                       f"thread count sums in another order)", file=sys.stderr)
         set_blas_threads(threads)
         make = lambda: Run.resume(out, epochs=args.epochs, data_root=args.data_root,  # noqa: E731
-                                  download=args.download or None)
+                                  download=args.download or None, backend=args.backend,
+                                  device=args.device)
     else:
         cfg = train_config(args)
         cfg.validate(names={f: _flag(f) for f in given})
@@ -141,6 +142,9 @@ def _train(args, given: set) -> int:
         make = lambda: Run(cfg, out)    # noqa: E731
     try:
         run = make()
+        if run.cfg.backend == "torch":
+            from .reference.backend import set_threads
+            set_threads(threads)        # torch's CPU threads, as BLAS's above
         if args.overwrite:              # only now that the new run is ready to start
             moved = move_aside(out)
             if moved is not None:
@@ -353,9 +357,16 @@ def parser() -> argparse.ArgumentParser:
                         "new total (default: start a new run)")
     t.add_argument("--overwrite", action="store_true",
                    help="start over in --out even if it holds a run (the old folder is moved aside)")
+    t.add_argument("--backend", choices=("numpy", "torch"),
+                   help="who runs the steps: numpy, or torch (the PyTorch reference step; same "
+                        "data, run folder and checkpoint) (default: numpy; with --resume the run's)")
+    t.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where torch runs the steps: cpu, or cuda (--backend torch only) "
+                        "(default: cpu; with --resume the run's)")
     t.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads; one by default because the LeNets' products are too small "
-                        "to share (default: 1; with --resume the run's own)")
+                   help="BLAS threads, and torch's with --backend torch; one by default because "
+                        "the LeNets' products are too small to share (default: 1; with --resume "
+                        "the run's own)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar; the per-epoch lines are printed all the same")
     t.set_defaults(func=_train)

@@ -68,7 +68,7 @@ from .. import textbook as tb
 from ..sparse.masked import masked_layers as np_masked_layers
 from ..train.config import default_config
 from ..train.trainer import Trainer
-from .capture import StepCapture, resolve_attribute
+from .capture import StepCapture
 from .verdict import ATOL, RTOL, STAGES, Divergence, VerifyReport, compare_entries, layer_of
 
 __all__ = ["verify", "VerifyError", "StepError", "DEFAULT_SCHEDULE", "STRESS_INPUT_SCALE",

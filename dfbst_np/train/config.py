@@ -55,6 +55,8 @@ class RunConfig:
     data_root: Optional[str] = None
     download: bool = False
     threads: Optional[int] = None         # BLAS threads the run was trained with (None: unknown)
+    backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
+    device: str = "cpu"                   # cpu, or cuda (torch backend only)
 
     def save(self, path) -> None:
         """Write config.json atomically (a temporary file, then a rename)."""
@@ -157,6 +159,8 @@ _RULES = {
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "textbook": (lambda v: isinstance(v, bool), "true or false"),
     "threads": (_opt(_positive_int), "a positive integer"),
+    "backend": (lambda v: v in ("numpy", "torch"), "'numpy' or 'torch'"),
+    "device": (lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'"),
 }
 
 

@@ -1,11 +1,64 @@
-"""PNG plots of a run folder's metrics.csv: accuracy, densities, FLOPs."""
+"""PNG plots of a run folder's metrics.csv (accuracy, densities, FLOPs), and
+the figure conventions the notebooks share: signed maps with symmetric colour
+limits and a colorbar, log axes with plain tick labels, titles that name the
+model, the method and the data."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from ..errors import RunFolderError
 from .folder import read_metrics
+
+#: Resolution of every saved or inline figure.
+DPI = 110
+
+
+def run_title(model: str, method: str, dataset: str) -> str:
+    """'LeNet-300-100, DFBST, Fashion-MNIST sample': what a figure's title names."""
+    models = {"lenet300_100": "LeNet-300-100", "lenet_5": "LeNet-5", "vgg16": "VGG-16", "resnet18": "ResNet-18"}
+    data = {"sample": "Fashion-MNIST sample", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST",
+            "kmnist": "KMNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+    return f"{models.get(model, model)}, {method.upper() if method != 'dense' else 'dense'}, {data.get(dataset, dataset)}"
+
+
+def readable_log_axis(ax, which: str = "y") -> None:
+    """Plain tick labels ('0.5', '2', '1e-05') on a log axis instead of '6x10^0';
+    minor ticks are labelled only when the axis spans less than two decades
+    (at 2, 3 and 5 times a power of 10, or all of them below half a decade)."""
+    import matplotlib.ticker as ticker
+
+    class _Plain(ticker.Formatter):
+        def __init__(self, minor: bool):
+            self.minor = minor
+
+        def __call__(self, x, pos=None):
+            if self.minor:
+                lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
+                if lo <= 0 or hi / lo > 100:
+                    return ""
+                mantissa = round(x / 10 ** math.floor(math.log10(x)), 6)
+                if hi / lo > 3 and mantissa not in (2, 3, 5):     # 2, 3, 5 only: no crowding
+                    return ""
+            return f"{x:g}"
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_formatter(_Plain(minor=False))
+    axis.set_minor_formatter(_Plain(minor=True))
+
+
+def signed_image(ax, image, vmax: Optional[float] = None, cmap: str = "RdBu_r", colorbar: bool = True, **kw):
+    """imshow of a signed map with limits symmetric about 0 (red > 0 > blue) and a colorbar."""
+    import numpy as np
+
+    vmax = float(np.abs(image).max()) if vmax is None else float(vmax)
+    vmax = vmax if vmax > 0 else 1.0
+    im = ax.imshow(image, cmap=cmap, vmin=-vmax, vmax=vmax, **kw)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return im
 
 
 def plot_run(run_dir) -> List[Path]:
@@ -18,6 +71,7 @@ def plot_run(run_dir) -> List[Path]:
     rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
         raise RunFolderError(f"{run_dir / 'metrics.csv'} is missing or empty: no epoch to plot")
+    title = _title_of(run_dir)
     ep = [r["epoch"] for r in rows]
     col = lambda key: [r[key] for r in rows]  # noqa: E731
     paths = []
@@ -25,22 +79,24 @@ def plot_run(run_dir) -> List[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(ep, col("train_acc"), label="train (running, per epoch)")
     ax.plot(ep, col("test_acc"), label="test")
-    ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    ax.set(xlabel="epoch", ylabel="accuracy", title=f"Accuracy: {title}")
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, run_dir / "accuracy.png"))
 
+    # One panel per mask; the overall density is drawn thin and behind the
+    # layers, since it is close to the largest layer's (fc1) and would hide it.
     layers = [k.split("/", 1)[1] for k in rows[0] if k.startswith("density/")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, kind, title in ((axes[0], "density", "Forward mask M"),
-                            (axes[1], "bdensity", "Backward mask D")):
-        for name in layers:
-            ax.plot(ep, col(f"{kind}/{name}"), label=name, lw=1)
-        ax.plot(ep, col(kind), "k--", lw=2, label="overall")
-        ax.set(xlabel="epoch", title=f"{title}: fraction of weights kept", ylim=(0, 1.02))
+    for ax, kind, name_ in ((axes[0], "density", "Forward mask M"), (axes[1], "bdensity", "Backward mask D")):
+        ax.plot(ep, col(kind), color="0.6", lw=5, alpha=0.5, zorder=1, label="overall (all layers)")
+        for k, name in enumerate(layers):
+            ax.plot(ep, col(f"{kind}/{name}"), lw=1.5, marker="o^sDv<>"[k % 7], ms=3, zorder=2, label=name)
+        ax.set(xlabel="epoch", title=f"{name_}: fraction kept", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("density")
     axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Mask densities: {title}")
     paths.append(_save(fig, run_dir / "density.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -48,16 +104,28 @@ def plot_run(run_dir) -> List[Path]:
     ax.plot(ep, col("flops_ideal"), label="ideal sparse implementation")
     ax.axhline(1.0, color="gray", ls=":", label="dense training")
     ax.set(xlabel="epoch", ylabel="training FLOPs so far / dense", ylim=(0, 1.05),
-           title="Training cost relative to dense")
+           title=f"Training cost relative to dense: {title}")
     ax.grid(alpha=0.3)
     ax.legend()
     paths.append(_save(fig, run_dir / "flops.png"))
     return paths
 
 
+def _title_of(run_dir: Path) -> str:
+    """The run's model, method and dataset from its config.json (the folder's name without one)."""
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        return run_title(cfg["model"], cfg["method"], cfg["dataset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return run_dir.name
+
+
 def _save(fig, path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     import matplotlib.pyplot as plt
     plt.close(fig)
     return path

@@ -9,7 +9,9 @@ and goes on; because every epoch draws its batch order and augmentation
 from its own generator ``default_rng([seed, epoch])``, and the backward
 mask's V_prev is never used at batch index 0, a resumed run ends with
 exactly the numbers of an uninterrupted one (with the same BLAS thread
-count: another count sums in another order).
+count: another count sums in another order). The steps run on a backend
+(:mod:`.backend`: NumPy, or the PyTorch reference on a CPU or GPU) that
+writes the same checkpoint, so a run may be resumed on the other.
 """
 from __future__ import annotations
 
@@ -21,16 +23,14 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
-from ..models import build
 from ..runtime import STEP_THREADS, keep_freed_memory, pinned_blas_threads
-from ..sparse.masked import masked_layers
 from .checkpoint import (check_entries, kill_point, load_checkpoint, save_checkpoint, strip_prefix,
                          with_prefix)
+from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for
 from .config import RunConfig
 from .folder import (CHECKPOINT, CONFIG, METRICS, check_new_folder, history_arrays, history_rows,
                      read_metrics, remove_stale_files, resume_history, write_metrics)
 from .data import cifar_test_transform, cifar_train_transform, iterate_batches, load_dataset
-from .trainer import Trainer, evaluate
 
 __all__ = ["Data", "Run", "build_model", "build_trainer", "load_data", "mask_densities",
            "read_metrics", "write_metrics", "CHECKPOINT", "CONFIG", "METRICS"]
@@ -62,34 +62,6 @@ def load_data(cfg: RunConfig) -> Data:
     return Data(tx.astype(dtype), ty, vx.astype(dtype), vy, train.num_classes, augment=is_cifar)
 
 
-def build_model(cfg: RunConfig, num_classes: int):
-    return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
-                 rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
-                 weight_grad=cfg.weight_grad)
-
-
-def build_trainer(cfg: RunConfig, model) -> Trainer:
-    return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                   alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma, textbook=cfg.textbook)
-
-
-def mask_densities(model) -> Dict[str, float]:
-    """Forward and backward density per masked layer and overall (weighted by size)."""
-    out: Dict[str, float] = {}
-    layers = masked_layers(model)
-    total = sum(layer.weight.size for _, layer in layers) or 1
-    fwd = bwd = 0.0
-    for name, layer in layers:
-        f = layer.density
-        b = 1.0 if layer.dmask is None else float(layer.dmask.mean())
-        out[f"density/{name}"], out[f"bdensity/{name}"] = f, b
-        fwd += f * layer.weight.size
-        bwd += b * layer.weight.size
-    out["density"], out["bdensity"] = fwd / total, bwd / total
-    return out
-
-
 class Run:
     """One training run in a folder; ``Run(cfg, out).train()`` or ``Run.resume(out).train()``.
 
@@ -100,9 +72,10 @@ class Run:
 
     def __init__(self, cfg: RunConfig, out, data: Optional[Data] = None) -> None:
         self.cfg, self.out = cfg.validate(), Path(out)
+        check_backend(cfg)                # before the data: a missing torch or GPU fails at once
         self.data = data if data is not None else load_data(cfg)
-        self.model = build_model(cfg, self.data.num_classes)
-        self.trainer = build_trainer(cfg, self.model)
+        self.backend = trainer_for(cfg, self.data.num_classes)    # NumPy's Trainer, or torch's
+        self.model, self.trainer = self.backend.model, self.backend.trainer
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
         self.rows: List[Dict[str, float]] = []
@@ -112,15 +85,8 @@ class Run:
     # -- persistence -----------------------------------------------------
     def state_arrays(self) -> Dict[str, np.ndarray]:
         """Everything the checkpoint holds, as the flat dict of arrays it is written from."""
-        arrays = with_prefix("model", self.model.state_dict())
-        arrays.update(with_prefix("optim", self.trainer.optimizer.state_dict()))
-        arrays.update(with_prefix("sched", self.trainer.scheduler.state_dict()))
+        arrays = self.backend.state()     # model/, optim/, sched/, mask/, dmask/
         arrays.update(with_prefix("totals", self.totals))
-        for name, layer in masked_layers(self.model):
-            if layer.mask is not None:
-                arrays[f"mask/{name}"] = layer.mask.astype(bool)
-            if layer.dmask is not None:
-                arrays[f"dmask/{name}"] = layer.dmask.astype(bool)
         arrays["meta/epoch"] = np.array(self.epoch, dtype=np.int64)
         for key in META_FIELDS:
             arrays[f"meta/{key}"] = np.array(getattr(self.cfg, key))
@@ -132,11 +98,13 @@ class Run:
 
     @classmethod
     def resume(cls, out, data: Optional[Data] = None, epochs: Optional[int] = None,
-               data_root: Optional[str] = None, download: Optional[bool] = None) -> "Run":
+               data_root: Optional[str] = None, download: Optional[bool] = None,
+               backend: Optional[str] = None, device: Optional[str] = None) -> "Run":
         """Continue the run in ``out``, optionally up to ``epochs`` (at least those done).
 
         ``data_root`` and ``download`` say where the (checksummed, hence
-        identical) data is now. Nothing in the folder changes before
+        identical) data is now; ``backend`` and ``device`` where the steps run
+now (default: the run's own; either backend reads the other's checkpoint). Nothing in the folder changes before
         :meth:`train`, and nothing at all if this raises.
 
         Raises
@@ -161,6 +129,7 @@ class Run:
             cfg.validate(names={"epochs": "--epochs"})
         cfg.data_root = cfg.data_root if data_root is None else data_root
         cfg.download = cfg.download if download is None else download
+        cfg.backend, cfg.device = backend or cfg.backend, device or cfg.device
         run = cls(cfg, out, data)
         if ck is not None:
             run._load_state(ck_path, ck)
@@ -176,20 +145,13 @@ class Run:
         # Checked elsewhere: the history by history_rows, the meta strings by value above.
         checked = {"history/columns", "history/values"} | {f"meta/{k}" for k in META_FIELDS}
         required = {k: v for k, v in self.state_arrays().items() if k not in checked}
-        optional = {f"optim/momentum_buffer.{name}": p for name, p in self.model.params.items()}
-        for name, layer in masked_layers(self.model):
-            optional[f"mask/{name}"] = optional[f"dmask/{name}"] = np.zeros(layer.weight.shape, bool)
-        check_entries(path, {k: v for k, v in ck.items() if k not in checked}, required, optional)
+        check_entries(path, {k: v for k, v in ck.items() if k not in checked}, required,
+                      self.backend.optional_state())
         try:
-            self.model.load_state_dict(strip_prefix("model", ck))
-            self.trainer.optimizer.load_state_dict(strip_prefix("optim", ck))
-            self.trainer.scheduler.load_state_dict(strip_prefix("sched", ck))
+            self.backend.load_state(ck)
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
         self.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
-        for name, layer in masked_layers(self.model):    # the predicted mode's last D
-            if f"dmask/{name}" in ck:
-                layer.dmask = ck[f"dmask/{name}"].astype(layer.dtype)
 
     def _prepare_folder(self) -> None:
         """A new run: refuse a used folder, then write config.json. A resumed one:
@@ -239,7 +201,7 @@ class Run:
         return self.rows
 
     def _train_epoch(self, epoch: int, bar) -> Dict[str, float]:
-        cfg, d, tr = self.cfg, self.data, self.trainer
+        cfg, d, tr = self.cfg, self.data, self.backend
         rng = np.random.default_rng([cfg.seed, epoch])
         sums = {"loss": 0.0, "ce": 0.0, "alpha_term": 0.0, "beta_term": 0.0, "train_acc": 0.0}
         n, V, start = 0, float("nan"), time.perf_counter()
@@ -267,7 +229,7 @@ class Run:
             bar.set_postfix(epoch=epoch, loss=f"{st.loss:.3f}", acc=f"{st.accuracy:.2f}", refresh=False)
         tr.end_epoch()
         try:
-            test_acc, test_loss = evaluate(self.model, d.test_x, d.test_y, cfg.test_batch_size)
+            test_acc, test_loss = tr.evaluate(d.test_x, d.test_y, cfg.test_batch_size)
         except FloatingPointError as e:
             raise self._diverged(epoch, "the test pass", e) from e
         self.totals["seconds"] += time.perf_counter() - start
@@ -278,7 +240,7 @@ class Run:
                "flops_ideal": self.totals["ideal_flops"] / dense,
                "seconds": self.totals["seconds"]}
         # Densities after evaluation: the masks of the weights the checkpoint holds.
-        row.update(mask_densities(self.model))
+        row.update(tr.densities())
         return row
 
 

@@ -1,0 +1,190 @@
+"""Backends of the run loop: who executes the training steps of a run.
+
+The run loop (:mod:`.run`) asks :func:`trainer_for` for a backend and uses
+only this interface of it:
+
+* ``step(x, y, epoch, index) -> StepStats`` and ``end_epoch()``, ``lr``
+  (the NumPy :class:`~.trainer.Trainer`'s contract);
+* ``evaluate(images, labels, batch_size) -> (accuracy, mean CE)``;
+* ``densities() -> {"density/<layer>": ..., "bdensity/<layer>": ...,
+  "density": ..., "bdensity": ...}`` of the last masks;
+* ``state() -> {key: array}`` in the checkpoint's format (``model/``,
+  ``optim/``, ``sched/``, ``mask/``, ``dmask/``), ``load_state(arrays)`` and
+  ``optional_state()`` (templates of the entries a checkpoint may lack);
+* ``model``: the backend's own model object.
+
+``numpy`` is :class:`NumpyBackend` below. ``torch`` is
+:class:`dfbst_np.reference.backend.TorchBackend`, imported only when asked
+for, so that ``import dfbst_np`` and NumPy runs never need PyTorch. Both
+start from the same initial weights, those the NumPy model draws from
+``default_rng(seed)``, and both write the same checkpoint keys and arrays,
+so a run may continue on either.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Dict
+
+import numpy as np
+
+from ..models import build
+from ..sparse.masked import masked_layers
+from ..errors import ConfigError
+from .checkpoint import strip_prefix, with_prefix
+from .config import RunConfig
+from .trainer import StepStats, Trainer, evaluate
+
+BACKENDS = ("numpy", "torch")
+DEVICES = ("cpu", "cuda")
+
+
+class BackendUnavailable(ConfigError):
+    """The chosen backend or device cannot run here (a user's choice, not a bug)."""
+
+
+def build_model(cfg: RunConfig, num_classes: int):
+    """The NumPy model of ``cfg``, its weights drawn from ``default_rng(cfg.seed)``."""
+    return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
+                 rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
+                 weight_grad=cfg.weight_grad)
+
+
+def build_trainer(cfg: RunConfig, model) -> Trainer:
+    return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                   alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
+                   milestones=cfg.milestones, gamma=cfg.gamma, textbook=cfg.textbook)
+
+
+def overall_densities(per_layer: Dict[str, tuple]) -> Dict[str, float]:
+    r"""Density columns from ``{layer: (numel, forward density, backward density)}``.
+
+    The overall densities weight each layer by its size:
+    :math:`\sum_l \mathrm{numel}_l\, d_l / \sum_l \mathrm{numel}_l`.
+    """
+    out: Dict[str, float] = {}
+    total = sum(numel for numel, _, _ in per_layer.values()) or 1
+    fwd = bwd = 0.0
+    for name, (numel, f, b) in per_layer.items():
+        out[f"density/{name}"], out[f"bdensity/{name}"] = f, b
+        fwd += f * numel
+        bwd += b * numel
+    out["density"], out["bdensity"] = fwd / total, bwd / total
+    return out
+
+
+def mask_densities(model) -> Dict[str, float]:
+    """Forward and backward density per masked layer and overall (weighted by size)."""
+    return overall_densities({
+        name: (layer.weight.size, layer.density,
+               1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
+        for name, layer in masked_layers(model)})
+
+
+class Backend:
+    """What the run loop uses of a backend: a model, a trainer and the methods
+    below (see the module docstring). ``end_epoch`` and ``lr`` are the trainer's."""
+
+    name: str
+    model: object
+    trainer: object
+
+    def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        self.trainer.end_epoch()
+
+    @property
+    def lr(self) -> float:
+        return self.trainer.lr
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        raise NotImplementedError
+
+    def densities(self) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def optional_state(self) -> Dict[str, np.ndarray]:
+        """Templates (shape, dtype) of the checkpoint entries that may be absent:
+        the momentum buffers of parameters that never had a gradient, the masks."""
+        raise NotImplementedError
+
+
+class NumpyBackend(Backend):
+    """The NumPy :class:`~.trainer.Trainer` and its model, as the run loop drives them."""
+
+    name = "numpy"
+
+    def __init__(self, model, trainer: Trainer) -> None:
+        self.model, self.trainer = model, trainer
+
+    def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
+        return self.trainer.step(x, y, epoch=epoch, index=index)
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        return evaluate(self.model, images, labels, batch_size)
+
+    def densities(self) -> Dict[str, float]:
+        return mask_densities(self.model)
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = with_prefix("model", self.model.state_dict())
+        arrays.update(with_prefix("optim", self.trainer.optimizer.state_dict()))
+        arrays.update(with_prefix("sched", self.trainer.scheduler.state_dict()))
+        for name, layer in masked_layers(self.model):
+            if layer.mask is not None:
+                arrays[f"mask/{name}"] = layer.mask.astype(bool)
+            if layer.dmask is not None:
+                arrays[f"dmask/{name}"] = layer.dmask.astype(bool)
+        return arrays
+
+    def optional_state(self) -> Dict[str, np.ndarray]:
+        optional = {f"optim/momentum_buffer.{name}": p for name, p in self.model.params.items()}
+        for name, layer in masked_layers(self.model):
+            optional[f"mask/{name}"] = optional[f"dmask/{name}"] = np.zeros(layer.weight.shape, bool)
+        return optional
+
+    def load_state(self, arrays: Dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict(strip_prefix("model", arrays))
+        self.trainer.optimizer.load_state_dict(strip_prefix("optim", arrays))
+        self.trainer.scheduler.load_state_dict(strip_prefix("sched", arrays))
+        for name, layer in masked_layers(self.model):    # the predicted mode's last D
+            if f"dmask/{name}" in arrays:
+                layer.dmask = arrays[f"dmask/{name}"].astype(layer.dtype)
+
+
+def check_backend(cfg: RunConfig) -> None:
+    """Fail early, with one line, on a backend or device this machine cannot run."""
+    if cfg.backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {cfg.backend!r}; expected one of {BACKENDS}")
+    if cfg.device not in DEVICES:
+        raise BackendUnavailable(f"unknown device {cfg.device!r}; expected one of {DEVICES}")
+    if cfg.backend == "numpy":
+        if cfg.device != "cpu":
+            raise BackendUnavailable(f"--device {cfg.device} needs --backend torch "
+                                     "(the NumPy backend runs on the CPU)")
+        return
+    if cfg.weight_grad != "exact":
+        raise BackendUnavailable(f"--weight-grad {cfg.weight_grad} is NumPy's accelerated "
+                                 "approximation; --backend torch computes the exact step")
+    if importlib.util.find_spec("torch") is None:
+        raise BackendUnavailable("--backend torch needs PyTorch, which is not installed; "
+                                 "install it with: pip install torch")
+    from ..reference.backend import check_device
+    check_device(cfg.device)
+
+
+def trainer_for(cfg: RunConfig, num_classes: int):
+    """The backend that runs ``cfg``'s training steps (see the module docstring)."""
+    check_backend(cfg)
+    model = build_model(cfg, num_classes)     # every backend's initial weights
+    if cfg.backend == "numpy":
+        return NumpyBackend(model, build_trainer(cfg, model))
+    from ..reference.backend import TorchBackend
+    return TorchBackend(cfg, model, num_classes)
