@@ -29,7 +29,7 @@ that D keeps about the same fraction; and, when PyTorch is installed,
   same :class:`~dfbst_np.reference.ReferenceTrainer`. PyTorch is used only
   through :mod:`dfbst_np.reference`, the one package that imports it;
 * ``dfbst_np dfbst-textbook``: ``Trainer(..., textbook=True)``, the step
-  through :mod:`dfbst_np.textbook` with dense products (when the Trainer has it);
+  through :mod:`dfbst_np.textbook` with dense products;
 
 all of these with the BLAS and torch threads pinned ("pinned" in the
 ``setting`` column); and, at :data:`UNPINNED_DENSITIES`, the library as a
@@ -63,14 +63,14 @@ The BLAS thread count is pinned for numpy's and scipy's BLAS (through
 (``torch.set_num_threads``), and reported. The nothing-pinned rows are
 timed first, each setting in a child Python process started without the
 thread environment variables (:data:`THREAD_ENV`), so that neither this
-process's pin nor another variant's spinning thread pool reaches them. Nothing is asserted: ``--quick`` runs a few steps of small
-batches so that CI keeps the command alive.
+process's pin nor another variant's spinning thread pool reaches them.
+Nothing is asserted: ``--quick`` runs a few steps of small batches so that
+CI keeps the command alive.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import os
 import platform
@@ -169,7 +169,7 @@ class Variant:
     flops: Callable[[], float] = lambda: float("nan")
     densities: Callable[[], tuple] = lambda: (float("nan"), float("nan"))
     trainer: Optional[Trainer] = None
-    setting: str = "pinned"       # or "library defaults" / "no thread limit" (SETTINGS)
+    setting: str = "pinned"       # or "library defaults" / "no thread limit" (UNPINNED)
     threads: Optional[int] = None  # BLAS (torch) threads inside the step when not the run's pin
     times: List[float] = field(default_factory=list)
 
@@ -508,13 +508,8 @@ def _batch(batch: int, seed: int = 0):
     return rng.random((batch,) + INPUT_SHAPE, dtype=np.float32), rng.integers(0, 10, batch)
 
 
-def textbook_available() -> bool:
-    """Whether :class:`Trainer` has the textbook step (``Trainer(..., textbook=True)``)."""
-    return "textbook" in inspect.signature(Trainer).parameters
-
-
 def build_variants(model_name: str, batch: int, densities: Sequence[float], paths: Sequence[str],
-                   with_torch: bool, seed: int = 0, with_textbook: bool = True) -> List[Variant]:
+                   with_torch: bool, seed: int = 0) -> List[Variant]:
     data = _batch(batch, seed)
     np_dense = numpy_variant(model_name, "dense", "-", 1.0, batch, data)
     variants = [np_dense]
@@ -526,9 +521,8 @@ def build_variants(model_name: str, batch: int, densities: Sequence[float], path
                 variants.append(numpy_variant(model_name, method, path, d, batch, data, wg))
                 if with_torch and method == "dfbst" and wg == "exact" and path == paths[0]:
                     variants.append(torch_reference_variant(model_name, d, data, variants[-1], np_dense))
-        if with_textbook:
-            variants.append(numpy_variant(model_name, "dfbst", "-", d, batch, data,
-                                          name="dfbst-textbook", textbook=True))
+        variants.append(numpy_variant(model_name, "dfbst", "-", d, batch, data,
+                                      name="dfbst-textbook", textbook=True))
     return variants
 
 
@@ -659,9 +653,6 @@ def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
     if with_torch and _torch() is None:
         log("PyTorch is not installed: the torch variants are skipped")
         with_torch = False
-    with_textbook = textbook_available()
-    if not with_textbook:
-        log("Trainer has no textbook step (textbook=True) in this version: its row is skipped")
     rows, unpinned = [], {"threads": None}
     if unpinned_densities:
         t0 = time.perf_counter()
@@ -675,8 +666,7 @@ def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
     for model_name in models:
         for batch in batches:
             t0 = time.perf_counter()
-            variants = build_variants(model_name, batch, densities, paths, with_torch,
-                                      with_textbook=with_textbook)
+            variants = build_variants(model_name, batch, densities, paths, with_torch)
             time_round_robin(variants, warmup, rounds, steps)
             for v in variants:
                 parts = part_times(v, part_steps) if v.impl == "dfbst_np" else {}
