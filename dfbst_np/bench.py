@@ -27,7 +27,18 @@ that D keeps about the same fraction; and, when PyTorch is installed,
   the weights, ReLU, max pooling, cross-entropy, ``clip_grad_norm_`` and
   ``torch.optim.SGD`` with the reference recipe's settings), run by the
   same :class:`~dfbst_np.reference.ReferenceTrainer`. PyTorch is used only
-  through :mod:`dfbst_np.reference`, the one package that imports it.
+  through :mod:`dfbst_np.reference`, the one package that imports it;
+* ``dfbst_np dfbst-textbook``: ``Trainer(..., textbook=True)``, the step
+  through :mod:`dfbst_np.textbook` with dense products;
+
+all of these with the BLAS and torch threads pinned ("pinned" in the
+``setting`` column); and, at :data:`UNPINNED_DENSITIES`, the library as a
+user meets it, in processes where nothing pinned threads (:data:`UNPINNED`):
+the DFBST step through ``dn.Trainer`` with its defaults ("library
+defaults": the Trainer limits BLAS threads per step, scoped, by
+:func:`dfbst_np.runtime.step_threads`), the same step with every thread the
+process has ("no thread limit"), and the authors' step with torch's own
+default threads.
 
 Method
 ------
@@ -49,16 +60,22 @@ PyTorch profiler's allocation trace for torch, an approximation).
 
 The BLAS thread count is pinned for numpy's and scipy's BLAS (through
 :mod:`dfbst_np.runtime`, i.e. threadpoolctl) and PyTorch
-(``torch.set_num_threads``), and reported. Nothing is asserted: ``--quick`` runs a few steps of small
-batches so that CI keeps the command alive.
+(``torch.set_num_threads``), and reported. The nothing-pinned rows are
+timed first, each setting in a child Python process started without the
+thread environment variables (:data:`THREAD_ENV`), so that neither this
+process's pin nor another variant's spinning thread pool reaches them.
+Nothing is asserted: ``--quick`` runs a few steps of small batches so that
+CI keeps the command alive.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,13 +87,17 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import models as np_models
-from .runtime import keep_freed_memory, set_blas_threads
+from .runtime import (STEP_THREADS, blas_thread_count, keep_freed_memory, pinned_blas_threads,
+                      set_blas_threads)
 from .sparse import kernels, masked as masked_mod
+from .sparse.ledger import LayerCost
 from .sparse.masked import masked_layers
 from .train import trainer as trainer_mod
 from .train.trainer import Trainer
 
 DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+#: Densities of the nothing-pinned comparison (library defaults vs pinned vs the authors').
+UNPINNED_DENSITIES = (0.1,)
 MODELS = ("lenet300_100", "lenet_5")
 BATCHES = (64, 256)
 PATHS = ("dense", "sparse", "auto")
@@ -148,6 +169,8 @@ class Variant:
     flops: Callable[[], float] = lambda: float("nan")
     densities: Callable[[], tuple] = lambda: (float("nan"), float("nan"))
     trainer: Optional[Trainer] = None
+    setting: str = "pinned"       # or "library defaults" / "no thread limit" (UNPINNED)
+    threads: Optional[int] = None  # BLAS (torch) threads inside the step when not the run's pin
     times: List[float] = field(default_factory=list)
 
     @property
@@ -197,18 +220,24 @@ def set_backward_density(model, x, y, density: float) -> None:
 
 
 def _np_flops(tr: Trainer, predicted: bool) -> float:
-    """FLOPs of the last step as the cost ledger counts what this variant computes."""
-    total = 0.0
-    for _, layer in tr.layers:
-        n, numel = layer.rows, layer.weight.size
+    """FLOPs of the last step as the cost ledger counts what this variant computes.
+
+    Dense layers: the ledger's dense training; the exact mode: its exact count
+    (dense weight gradient); the predicted mode computes A on its support S,
+    so S takes D's place in the ledger's ideal count.
+    """
+    total = 0
+    for name, layer in tr.layers:
+        numel = layer.weight.size
         if layer.method == "dense":
-            total += 3 * 2 * n * numel
+            total += LayerCost(name, layer.rows, numel, numel, numel).dense_flops
             continue
-        nnz_m = layer.mask_nnz
         g = layer.loss_grad()
-        grad = g.values.size if (predicted and not g.full) else numel
-        total += 2 * n * nnz_m * 2 + 2 * n * grad
-    return total
+        if predicted and not g.full:
+            total += LayerCost(name, layer.rows, numel, layer.mask_nnz, g.values.size).ideal_flops
+        else:
+            total += LayerCost(name, layer.rows, numel, layer.mask_nnz, numel).exact_flops
+    return float(total)
 
 
 def _np_densities(tr: Trainer) -> tuple:
@@ -219,7 +248,10 @@ def _np_densities(tr: Trainer) -> tuple:
     return fwd, bwd
 
 
-def numpy_variant(model_name, method, path, density, batch, data, weight_grad="exact") -> Variant:
+def numpy_variant(model_name, method, path, density, batch, data, weight_grad="exact",
+                  name: Optional[str] = None, **trainer_kw) -> Variant:
+    """A dfbst_np step of ``method`` on kernel ``path``; ``trainer_kw`` go to :class:`Trainer`
+    (e.g. ``textbook=True``, ``blas_threads``); ``name`` overrides the variant's name."""
     x, y = data
     model = np_models.build(model_name, method=method, dtype=np.float32, kernel_path=None
                             if path == "-" else path, rng=np.random.default_rng(7),
@@ -228,8 +260,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
         set_forward_density(model, density)
         if method == "dfbst":
             set_backward_density(model, x, y, density)
-    recipe = dict(RECIPE)
-    tr = Trainer(model, **recipe)
+    tr = Trainer(model, **RECIPE, **trainer_kw)
     counter = {"i": 0}
 
     def step():
@@ -238,7 +269,8 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
 
     step()                                                     # D and V_prev exist from here on
     snapshot = _np_snapshot(tr)
-    name = method + ("-predicted" if weight_grad == "predicted" else "")
+    if name is None:
+        name = method + ("-predicted" if weight_grad == "predicted" else "")
     return Variant("dfbst_np", name, path, density if method != "dense" else 1.0, step,
                    lambda: _np_restore(tr, snapshot),
                    flops=lambda: _np_flops(tr, weight_grad == "predicted"),
@@ -261,8 +293,8 @@ def _np_restore(tr: Trainer, snapshot) -> None:
 
 
 def _dense_flops(np_dense: Variant) -> float:
-    """3 * 2 N numel(W) summed over the layers of the (already stepped) dfbst_np dense model."""
-    return float(sum(3 * 2 * layer.rows * layer.weight.size for _, layer in np_dense.trainer.layers))
+    """Dense training FLOPs of the (already stepped) dfbst_np dense model, by the ledger."""
+    return _np_flops(np_dense.trainer, predicted=False)
 
 
 def _reference_variant(model_name, method, density, data, np_variant: Variant, np_dense: Variant,
@@ -470,12 +502,15 @@ def peak_memory(v: Variant) -> float:
 # the run
 # --------------------------------------------------------------------------
 
+def _batch(batch: int, seed: int = 0):
+    """The timed batch: uniform images and random labels."""
+    rng = np.random.default_rng(seed)
+    return rng.random((batch,) + INPUT_SHAPE, dtype=np.float32), rng.integers(0, 10, batch)
+
+
 def build_variants(model_name: str, batch: int, densities: Sequence[float], paths: Sequence[str],
                    with_torch: bool, seed: int = 0) -> List[Variant]:
-    rng = np.random.default_rng(seed)
-    x = rng.random((batch,) + INPUT_SHAPE, dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    data = (x, y)
+    data = _batch(batch, seed)
     np_dense = numpy_variant(model_name, "dense", "-", 1.0, batch, data)
     variants = [np_dense]
     if with_torch:
@@ -486,6 +521,8 @@ def build_variants(model_name: str, batch: int, densities: Sequence[float], path
                 variants.append(numpy_variant(model_name, method, path, d, batch, data, wg))
                 if with_torch and method == "dfbst" and wg == "exact" and path == paths[0]:
                     variants.append(torch_reference_variant(model_name, d, data, variants[-1], np_dense))
+        variants.append(numpy_variant(model_name, "dfbst", "-", d, batch, data,
+                                      name="dfbst-textbook", textbook=True))
     return variants
 
 
@@ -495,7 +532,8 @@ def summarise(v: Variant, model_name: str, batch: int, threads: int, parts: Dict
     med = float(np.median(t))
     fwd, bwd = v.densities()
     flops = v.flops()
-    row = dict(model=model_name, batch=batch, threads=threads, impl=v.impl, variant=v.name,
+    row = dict(model=model_name, batch=batch, setting=v.setting,
+               threads=threads if v.threads is None else v.threads, impl=v.impl, variant=v.name,
                path=v.path, target_density=v.density, fwd_density=fwd, bwd_density=bwd,
                median_ms=med * 1e3, p25_ms=float(np.percentile(t, 25)) * 1e3,
                p75_ms=float(np.percentile(t, 75)) * 1e3, min_ms=float(t.min()) * 1e3,
@@ -506,18 +544,125 @@ def summarise(v: Variant, model_name: str, batch: int, threads: int, parts: Dict
     return row
 
 
+# --------------------------------------------------------------------------
+# nothing pinned: the library as a user meets it
+# --------------------------------------------------------------------------
+
+#: Environment variables through which BLAS threads are pinned before Python
+#: starts; the nothing-pinned process runs without them.
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+#: The nothing-pinned variants, each timed in a process of its own (an OpenBLAS
+#: or OpenMP thread pool left spinning by one variant would slow the next):
+#: (setting, impl, what it is).
+UNPINNED = (("library defaults", "dfbst_np", "dn.Trainer as a library user gets it: the Trainer "
+             "limits BLAS threads per step by itself, scoped"),
+            ("no thread limit", "dfbst_np", "the same step with the limit lifted to every thread "
+             "the process has (what the library did before)"),
+            ("library defaults", "torch", "the authors' step with torch's own default threads"))
+
+
+def unpinned_variants(setting: str, impl: str, model_name: str, batch: int,
+                      densities: Sequence[float]) -> List[Variant]:
+    """The DFBST steps of one :data:`UNPINNED` entry (call only in a process nothing pinned)."""
+    data = _batch(batch)
+    variants = []
+    for d in densities:
+        if impl == "torch":
+            ours = numpy_variant(model_name, "dfbst", "auto", d, batch, data)   # weights, thresholds
+            np_dense = numpy_variant(model_name, "dense", "-", 1.0, batch, data)  # FLOPs
+            v = torch_reference_variant(model_name, d, data, ours, np_dense)
+            v.threads = _torch().get_num_threads()
+        elif setting == "library defaults":
+            v = numpy_variant(model_name, "dfbst", "auto", d, batch, data)
+            v.threads = STEP_THREADS
+        else:
+            every = blas_thread_count()
+            v = numpy_variant(model_name, "dfbst", "auto", d, batch, data, blas_threads=every)
+            v.threads = every
+        v.setting = setting
+        variants.append(v)
+    return variants
+
+
+def _unpinned_main(spec_path: str) -> None:
+    """Entry point of a nothing-pinned process: time one :data:`UNPINNED` entry, write JSON."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    if pinned_blas_threads() is not None:      # nobody may have pinned this process
+        raise RuntimeError("bench: the nothing-pinned process was pinned")
+    rows = []
+    for model_name in spec["models"]:
+        for batch in spec["batches"]:
+            variants = unpinned_variants(spec["setting"], spec["impl"], model_name, batch,
+                                         spec["densities"])
+            time_round_robin(variants, spec["warmup"], spec["rounds"], spec["steps"])
+            rows += [summarise(v, model_name, batch, v.threads, {}, float("nan")) for v in variants]
+    torch = sys.modules.get("torch")
+    threads = {"blas": blas_thread_count(), "torch": torch.get_num_threads() if torch else None}
+    with open(spec["out"], "w") as f:
+        json.dump({"rows": rows, "threads": threads}, f)
+
+
+def run_unpinned(models: Sequence[str], batches: Sequence[int], densities: Sequence[float],
+                 with_torch: bool, warmup: int, rounds: int, steps: int) -> Dict[str, object]:
+    """Time the :data:`UNPINNED` variants, each in a fresh Python process that pins nothing.
+
+    The bench pins threads for its other rows, so these run in child
+    processes started without :data:`THREAD_ENV`. Returns {"rows", "threads"}
+    (the children's BLAS and torch thread counts outside a step).
+    """
+    rows, threads = [], {}
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    code = "import sys; from dfbst_np.bench import _unpinned_main; _unpinned_main(sys.argv[1])"
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (setting, impl, _) in enumerate(UNPINNED):
+            if impl == "torch" and not with_torch:
+                continue
+            spec_path, out = os.path.join(tmp, f"spec{i}.json"), os.path.join(tmp, f"rows{i}.json")
+            with open(spec_path, "w") as f:
+                json.dump(dict(setting=setting, impl=impl, models=list(models), batches=list(batches),
+                               densities=list(densities), warmup=warmup, rounds=rounds,
+                               steps=steps, out=out), f)
+            r = subprocess.run([sys.executable, "-c", code, spec_path], env=env,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"bench: the nothing-pinned process ({setting}, {impl}) "
+                                   f"failed:\n{r.stderr[-3000:]}")
+            with open(out) as f:
+                result = json.load(f)
+            rows += result["rows"]
+            threads["blas"] = result["threads"]["blas"]
+            if result["threads"]["torch"] is not None:
+                threads["torch"] = result["threads"]["torch"]
+    return {"rows": rows, "threads": threads}
+
+
 def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
         densities: Sequence[float] = DENSITIES, paths: Sequence[str] = PATHS, threads: int = 1,
         warmup: int = 5, rounds: int = 6, steps: int = 5, part_steps: int = 5,
-        with_torch: bool = True, log: Callable[[str], None] = print) -> Dict[str, object]:
-    """Run the benchmark; returns {"rows", "machine", "threads", "command"}."""
+        with_torch: bool = True, unpinned_densities: Sequence[float] = UNPINNED_DENSITIES,
+        log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Run the benchmark; returns {"rows", "machine", "threads", "unpinned_threads"}.
+
+    First the nothing-pinned rows (in a child process, at ``unpinned_densities``),
+    then this process pins ``threads`` and times every other variant.
+    """
     if with_torch and _torch() is None:
         log("PyTorch is not installed: the torch variants are skipped")
         with_torch = False
+    rows, unpinned = [], {"threads": None}
+    if unpinned_densities:
+        t0 = time.perf_counter()
+        unpinned = run_unpinned(models, batches, unpinned_densities, with_torch, warmup, rounds, steps)
+        rows += unpinned["rows"]
+        log(f"nothing pinned (child process; threads outside a step {unpinned['threads']}): "
+            f"{len(unpinned['rows'])} variants, {time.perf_counter() - t0:.0f} s")
     reported = set_threads(threads)
     info = machine()
     log(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs; BLAS threads {reported}")
-    rows = []
     for model_name in models:
         for batch in batches:
             t0 = time.perf_counter()
@@ -528,14 +673,14 @@ def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
                 rows.append(summarise(v, model_name, batch, threads, parts, peak_memory(v)))
             log(f"{model_name} batch {batch}: {len(variants)} variants, "
                 f"{time.perf_counter() - t0:.0f} s")
-    return {"rows": rows, "machine": info, "threads": reported}
+    return {"rows": rows, "machine": info, "threads": reported, "unpinned_threads": unpinned["threads"]}
 
 
 # --------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------
 
-COLUMNS = ("model", "batch", "threads", "impl", "variant", "path", "target_density", "fwd_density",
+COLUMNS = ("model", "batch", "setting", "threads", "impl", "variant", "path", "target_density", "fwd_density",
            "bwd_density", "median_ms", "p25_ms", "p75_ms", "min_ms", "steps", "gflops",
            "peak_mem_mb") + tuple(f"{p}_ms" for p in PARTS)
 
@@ -552,11 +697,33 @@ def _find(rows, **kw):
     return [r for r in rows if all(r[k] == v for k, v in kw.items())]
 
 
-def plot(rows, path) -> None:
-    """Step time against forward density, one panel per (model, batch)."""
+def _pinned(rows):
+    return [r for r in rows if r.get("setting", "pinned") == "pinned"]
+
+
+def _log_axis(axis, ticks=None) -> None:
+    """Plain-number labels on a log axis: at ``ticks`` if given, else at 1, 2, 5 x 10^k."""
+    from matplotlib import ticker
+    if ticks is not None:
+        axis.set_major_locator(ticker.FixedLocator(sorted(ticks)))
+    else:
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot(rows, path, threads: Optional[int] = None) -> None:
+    """Step time against forward density, one panel per (model, batch).
+
+    Pinned rows as lines; the textbook trainer's step as a grey line; the
+    nothing-pinned rows (library defaults, no thread limit, the authors' step
+    with torch's default threads) as single markers.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    unpinned = [r for r in rows if r.get("setting", "pinned") != "pinned"]
+    rows = _pinned(rows)
     groups = sorted({(r["model"], r["batch"]) for r in rows}, key=lambda g: (MODELS.index(g[0])
                     if g[0] in MODELS else 9, g[1]))
     ncols = 2 if len(groups) > 1 else 1
@@ -565,6 +732,9 @@ def plot(rows, path) -> None:
     axes = [list(axes.ravel())]
     styles = {"dense": ":", "sparse": "--", "auto": "-"}
     colors = {"dst": "tab:blue", "dfbst": "tab:orange", "dfbst-predicted": "tab:green"}
+    markers = {("dfbst_np", "library defaults"): ("*", "tab:orange", "dfbst_np dfbst [auto], nothing pinned"),
+               ("dfbst_np", "no thread limit"): ("X", "tab:brown", "dfbst_np dfbst [auto], no thread limit"),
+               ("torch", "library defaults"): ("P", "tab:purple", "torch reference dfbst, torch's default threads")}
     for ax, (m, b) in zip(axes[0], groups):
         sub = _find(rows, model=m, batch=b)
         for name, color in colors.items():
@@ -578,28 +748,48 @@ def plot(rows, path) -> None:
             for r in _find(sub, impl=impl, variant=name):
                 ax.axhline(r["median_ms"], color=color, ls="-." if impl == "torch" else "-", lw=1,
                            label=f"{impl} dense")
-        pts = sorted((r["target_density"], r["median_ms"]) for r in _find(sub, variant="reference-dfbst"))
-        if pts:
-            ax.plot(*zip(*pts), color="tab:purple", marker="s", ms=3, label="torch reference dfbst")
+        for name, color, ms, label in (("reference-dfbst", "tab:purple", "s", "torch reference dfbst"),
+                                       ("dfbst-textbook", "grey", "d", "dfbst_np textbook trainer")):
+            pts = sorted((r["target_density"], r["median_ms"]) for r in _find(sub, variant=name))
+            if pts:
+                ax.plot(*zip(*pts), color=color, marker=ms, ms=3, label=label)
+        for r in _find(unpinned, model=m, batch=b):
+            marker, color, label = markers[(r["impl"], r["setting"])]
+            ax.plot([r["target_density"]], [r["median_ms"]], ls="none", marker=marker, ms=9,
+                    color=color, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("forward density (target)")
+        _log_axis(ax.xaxis, {r["target_density"] for r in sub})
+        _log_axis(ax.yaxis)
+        ax.set_xlabel("forward density (target fraction of weights kept)")
         ax.set_ylabel("training step, median ms")
         ax.set_title(f"{m}, batch {b}")
         ax.grid(True, which="both", alpha=0.3)
     for ax in axes[0][len(groups):]:
         ax.axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle("One training step (forward, loss, backward, masks, clipping, SGD), float32, "
-                 "median of the timed steps", fontsize=10)
-    fig.tight_layout(rect=(0, 0.09, 1, 0.97))
+    handles, labels = {}, {}
+    for ax in axes[0][:len(groups)]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    legend_in = 0.2 * -(-len(handles) // 4) + 0.7          # legend rows and the x label
+    fig.set_size_inches(6.5 * ncols, 4.8 * nrows + legend_in)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8,
+               frameon=False)
+    models = ", ".join(dict.fromkeys(m for m, _ in groups))
+    batches = ", ".join(str(b) for b in sorted({b for _, b in groups}))
+    pin = f"{threads} BLAS and torch thread(s) pinned" if threads else "threads pinned"
+    fig.suptitle(f"One training step (forward, loss, backward, masks, clipping, SGD), float32: "
+                 f"{models}; batch {batches}; {pin}\n(markers: a process with nothing pinned); "
+                 f"median of the timed steps on a shared machine", fontsize=10)
+    fig.tight_layout(rect=(0, (legend_in - 0.45) / (4.8 * nrows + legend_in), 1, 0.95))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def markdown_table(rows, models=MODELS) -> str:
-    """One line per (model, batch, density): median ms of every variant (auto path unless named)."""
+    """One line per (model, batch, density): median ms of every pinned variant (auto path
+    unless named)."""
+    rows = _pinned(rows)
     cols = [("dfbst_np", "dense", "-", "np dense"), ("torch", "dense", "-", "torch dense"),
             ("torch", "reference-dfbst", "-", "torch ref DFBST"),
             ("dfbst_np", "dst", "auto", "DST auto"),
@@ -607,7 +797,8 @@ def markdown_table(rows, models=MODELS) -> str:
             ("dfbst_np", "dfbst", "auto", "DFBST auto"),
             ("dfbst_np", "dfbst-predicted", "dense", "pred. dense"),
             ("dfbst_np", "dfbst-predicted", "sparse", "pred. sparse"),
-            ("dfbst_np", "dfbst-predicted", "auto", "pred. auto")]
+            ("dfbst_np", "dfbst-predicted", "auto", "pred. auto"),
+            ("dfbst_np", "dfbst-textbook", "-", "textbook")]
     lines = ["| model | batch | density (fwd/bwd) | " + " | ".join(c[3] for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
     groups = sorted({(r["model"], r["batch"]) for r in rows},
@@ -628,7 +819,8 @@ def markdown_table(rows, models=MODELS) -> str:
 
 
 def parts_table(rows) -> str:
-    """Time per part (ms) of the DFBST variants on the auto path."""
+    """Time per part (ms) of the pinned DFBST variants on the auto path (and the textbook's)."""
+    rows = _pinned(rows)
     lines = ["| model | batch | variant | density | step | " + " | ".join(PARTS) + " | GFLOP/s | peak MB |",
              "|---|---|---|---|---|" + "---|" * (len(PARTS) + 2)]
     for r in rows:
@@ -640,8 +832,41 @@ def parts_table(rows) -> str:
     return "\n".join(lines)
 
 
+def defaults_table(rows, models=MODELS) -> str:
+    """Library defaults against pinned threads and the authors' step, one line per
+    (model, batch, density) of the nothing-pinned rows: median ms (threads in the step)."""
+    unpinned = [r for r in rows if r.get("setting", "pinned") != "pinned"]
+    pinned = _pinned(rows)
+    cols = [(unpinned, "dfbst_np", "dfbst", "library defaults", "DFBST, nothing pinned"),
+            (unpinned, "dfbst_np", "dfbst", "no thread limit", "DFBST, nothing pinned, no thread limit"),
+            (pinned, "dfbst_np", "dfbst", "pinned", "DFBST, pinned"),
+            (unpinned, "torch", "reference-dfbst", "library defaults", "authors' step, torch defaults"),
+            (pinned, "torch", "reference-dfbst", "pinned", "authors' step, pinned"),
+            (pinned, "dfbst_np", "dfbst-textbook", "pinned", "textbook trainer, pinned")]
+    lines = ["| model | batch | density | " + " | ".join(c[4] for c in cols)
+             + " | nothing pinned: authors' / ours |", "|---|---|---|" + "---|" * (len(cols) + 1)]
+    groups = sorted({(r["model"], r["batch"], r["target_density"]) for r in unpinned},
+                    key=lambda g: (models.index(g[0]) if g[0] in models else 9, g[1], -g[2]))
+    for m, b, d in groups:
+        cells, med = [], {}
+        for src, impl, name, setting, label in cols:
+            hit = [r for r in _find(src, model=m, batch=b, impl=impl, variant=name,
+                                    target_density=d, setting=setting)
+                   if r["path"] in ("auto", "-")]
+            if hit:
+                med[label] = hit[0]["median_ms"]
+                cells.append(f"{hit[0]['median_ms']:.2f} ({hit[0]['threads']})")
+            else:
+                cells.append("")
+        ours, theirs = med.get(cols[0][4]), med.get(cols[3][4])
+        ratio = f"{theirs / ours:.2f}x" if ours and theirs else ""
+        lines.append(f"| {m} | {b} | {d:g} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
 def targets(rows) -> List[str]:
-    """The issue's targets, read off this run (reported, never asserted)."""
+    """The issue's targets, read off this run's pinned rows (reported, never asserted)."""
+    rows = _pinned(rows)
     out = []
 
     def med(**kw):
@@ -721,6 +946,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed steps per variant per round (default: 5; --quick 2)")
     p.add_argument("--out", help="folder for bench.csv and bench.png (bench-quick.* with --quick) "
                                  "(default: benchmarks; with --quick none: nothing is written)")
+    p.add_argument("--unpinned-densities", nargs="*", type=float,
+                   help="densities of the nothing-pinned rows, each setting timed in a child "
+                        "process (default: 0.1; --quick 0.2; none: skip them)")
 
 
 def check_args(args) -> None:
@@ -731,9 +959,10 @@ def check_args(args) -> None:
         for v in ([] if values is None else values if isinstance(values, list) else [values]):
             if v < 1:
                 raise ConfigError(f"--{flag} must be positive integers, got {v}")
-    for d in args.densities or ():
-        if not 0 < d <= 1:
-            raise ConfigError(f"--densities must lie in (0, 1], got {d}")
+    for flag in ("densities", "unpinned_densities"):
+        for d in getattr(args, flag) or ():
+            if not 0 < d <= 1:
+                raise ConfigError(f"--{flag.replace('_', '-')} must lie in (0, 1], got {d}")
     out = out_folder(args)
     try:
         if out is not None:
@@ -756,7 +985,9 @@ def run_cli(args) -> int:
               densities=args.densities or ((0.2, 0.02) if quick else DENSITIES),
               threads=args.threads, with_torch=not args.no_torch,
               warmup=1 if quick else 5, rounds=args.rounds or (2 if quick else 6),
-              steps=args.steps or (2 if quick else 5), part_steps=1 if quick else 5)
+              steps=args.steps or (2 if quick else 5), part_steps=1 if quick else 5,
+              unpinned_densities=(args.unpinned_densities if args.unpinned_densities is not None
+                                  else (0.2,) if quick else UNPINNED_DENSITIES))
     t0 = time.perf_counter()
     result = run(**kw)
     rows = result["rows"]
@@ -766,12 +997,18 @@ def run_cli(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         stem = "bench-quick" if quick else "bench"
         write_csv(rows, out / f"{stem}.csv")
-        plot(rows, out / f"{stem}.png")
+        plot(rows, out / f"{stem}.png", threads=args.threads)
         written = f"; wrote {out / (stem + '.csv')} and {out / (stem + '.png')}"
     print()
     print(markdown_table(rows))
     print()
     print(parts_table(rows))
+    if any(r["setting"] != "pinned" for r in rows):
+        print()
+        print(f"Library defaults (a process with nothing pinned; threads outside a step "
+              f"{result['unpinned_threads']}) against {args.threads} pinned thread(s); "
+              f"median ms (threads in the step):")
+        print(defaults_table(rows))
     print()
     for line in targets(rows):
         print(line)

@@ -2,7 +2,7 @@
 
 It knows nothing of masks; ``dfbst_np.sparse`` builds on it. One idea a file:
 ``linear`` (Linear, Conv2d), ``im2col`` (the textbook one), ``fast_im2col`` (the
-transposed layout Conv2d runs on), ``activations``, ``pooling``,
+transposed layout Conv2d runs on), ``transpose``, ``activations``, ``pooling``,
 ``batchnorm``, ``dropout``, ``shape``, ``containers``, ``residual``,
 ``loss``, ``optim``, ``clip``, ``init``, ``gradcheck``, ``checks``, ``module``.
 """

@@ -33,10 +33,8 @@ strided transpose, which costs less than that for small OW.
 
 Those batch-last transposes (the input, the output, dY and dX, each an
 (rows, N) <-> (N, rows) matrix transpose) are copied a block of rows at a
-time (:func:`_transpose_2d`): NumPy's one-shot transposed copy of a tall
-matrix walks the destination with a stride of a whole row and misses the
-cache on every element; in blocks of ~32 KiB of source rows it runs 2-5x
-faster at batch 256 (LeNet-5's conv2: 1.2 ms -> 0.26 ms for the output).
+time by :func:`dfbst_np.nn.transpose.transpose_2d`, which stays in cache
+where NumPy's one-shot transposed copy of a tall matrix does not.
 """
 from __future__ import annotations
 
@@ -44,33 +42,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .im2col import conv_output_size
+from .transpose import transpose_2d
 
 __all__ = ["im2col_t", "col2im_t", "to_output", "from_output", "BATCH_LAST_BELOW"]
 
 #: Output widths below which the positions are ordered batch last.
 BATCH_LAST_BELOW = 16
-
-#: Bytes of source rows that :func:`_transpose_2d` copies per block; about
-#: what stays in L1 while its columns are scattered into the destination.
-TRANSPOSE_BLOCK_BYTES = 32 << 10
-
-
-def _transpose_2d(a: np.ndarray) -> np.ndarray:
-    """(r, c) -> its transpose (c, r), C-contiguous (a copy); same numbers as ``a.T.copy()``.
-
-    Tall matrices (r > c) and large ones are copied in blocks of whole source
-    rows (see the module docstring); small wide ones, where NumPy's own copy
-    is already cache-friendly, in one go.
-    """
-    r, c = a.shape
-    rows = max(16, TRANSPOSE_BLOCK_BYTES // max(1, c * a.itemsize))
-    if rows >= r or (r <= c and a.nbytes <= 1 << 20):
-        return np.ascontiguousarray(a.T)
-    out = np.empty((c, r), dtype=a.dtype)
-    for k in range(0, r, rows):
-        out[:, k:k + rows] = a[k:k + rows].T
-    return out
-
 
 def _pad(x: np.ndarray, padding: int, axes) -> np.ndarray:
     if not padding:
@@ -90,7 +67,7 @@ def im2col_t(x: np.ndarray, kh: int, kw: int, stride: int, padding: int,
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(w, kw, stride, padding)
     if batch_last:
-        xt = _transpose_2d(x.reshape(n, c * h * w)).reshape(c, h, w, n)
+        xt = transpose_2d(x.reshape(n, c * h * w)).reshape(c, h, w, n)
         xt = _pad(xt, padding, (1, 2))                                              # (C, H, W, N)
         sc, sh, sw, sn = xt.strides
         windows = as_strided(xt, shape=(c, kh, kw, oh, ow, n),
@@ -120,7 +97,7 @@ def col2im_t(cols_t: np.ndarray, x_shape, kh: int, kw: int, stride: int, padding
             # the reshape below then copies the cropped view once more; padding
             # is not the case this layout is for (LeNet-5 has none)
             dxp = dxp[:, padding:-padding, padding:-padding, :]
-        return _transpose_2d(dxp.reshape(c * h * w, n)).reshape(n, c, h, w)
+        return transpose_2d(dxp.reshape(c * h * w, n)).reshape(n, c, h, w)
     else:
         dxp = np.zeros((n, c, hp, wp), dtype=cols_t.dtype)
         c6 = cols_t.reshape(c, kh, kw, n, oh, ow)
@@ -136,12 +113,12 @@ def col2im_t(cols_t: np.ndarray, x_shape, kh: int, kw: int, stride: int, padding
 def to_output(y2t: np.ndarray, n: int, oh: int, ow: int, batch_last: bool = False) -> np.ndarray:
     """Y2^T (out, positions) -> y (N, out, OH, OW), C-contiguous."""
     if batch_last:
-        return _transpose_2d(y2t.reshape(-1, n)).reshape(n, -1, oh, ow)
+        return transpose_2d(y2t.reshape(-1, n)).reshape(n, -1, oh, ow)
     return np.ascontiguousarray(y2t.reshape(-1, n, oh, ow).transpose(1, 0, 2, 3))
 
 
 def from_output(dy: np.ndarray, batch_last: bool = False) -> np.ndarray:
     """dy (N, out, OH, OW) -> dY2^T (out, positions) in the same order, C-contiguous."""
     if batch_last:
-        return _transpose_2d(dy.reshape(dy.shape[0], -1)).reshape(dy.shape[1], -1)
+        return transpose_2d(dy.reshape(dy.shape[0], -1)).reshape(dy.shape[1], -1)
     return np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(dy.shape[1], -1)

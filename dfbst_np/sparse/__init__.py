@@ -7,9 +7,14 @@ One idea a file:
 * ``entries``       values on a support (the rule's view of dW) and 0/1 patterns (D)
 * ``backward_mask`` DFBST's backward mask D, the statistic V and dV/du
 * ``masked``        MaskedLinear and MaskedConv2d (engine layer + mask rule)
-* ``kernels``       every product: dense, CSR and sampled, and the automatic choice
+* ``kernels``       every product in one namespace (re-exports the five below)
+* ``paths``         the ``path`` argument: "dense", "sparse", "auto", and its default
+* ``support``       the CSR support index (Support, support_structure)
+* ``products``      forward, backward-data and full weight-gradient products, dense or CSR
+* ``sampled``       the weight gradient on a support only (sampled product)
+* ``costs``         the cost model behind "auto" (crossover densities)
 * ``fused``         row-wise passes over W (rank-1 subtraction, row sums by BLAS)
-* ``crossover``     measuring where sparse products start to pay
+* ``crossover``     measuring where sparse products start to pay (calibrates ``costs``)
 * ``ledger``        training FLOPs per layer and step, exact and ideal
 
 Each fast function names its textbook twin in :mod:`dfbst_np.textbook`.

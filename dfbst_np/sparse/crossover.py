@@ -1,84 +1,31 @@
-r"""Measure where the sparse kernels beat the dense ones on this machine.
+r"""Measure where the sparse kernels beat the dense ones on this machine: the calibration tool.
 
 :func:`measure_crossover` times whole steps (prepare + forward +
-backward-data of :mod:`dfbst_np.sparse.kernels`) on both paths for the
+backward-data of :mod:`dfbst_np.sparse.products`) on both paths for the
 weight shapes of the reference models over a grid of densities, and the
-sampled product against the full dense :math:`A`. It fits the constants of
-the cost model of :class:`~dfbst_np.sparse.kernels.KernelCosts` to those
-timings (non-negative least squares on relative error) and reports, per
-layer, the crossover density that the fitted model predicts beside the one
-read off the timings.
+sampled product (:mod:`dfbst_np.sparse.sampled`) against the blocked dense
+one. It fits the constants of the cost model of
+:class:`~dfbst_np.sparse.costs.KernelCosts` to those timings (non-negative
+least squares on relative error) and reports, per layer, the crossover
+density that the fitted model predicts beside the one read off the timings.
 
-Command and numbers behind ``kernels.COSTS`` (AMD EPYC, 2 cores, one
-OpenBLAS 0.3.31 thread as numpy 2.4 ships it, scipy 1.17.1, Python 3.11, the
-machine otherwise idle; 2026-11-25)::
+To recalibrate on another machine (about 20-40 s on two cores; keep the
+machine otherwise idle, since BLAS suffers most when another process holds a
+core)::
 
     OPENBLAS_NUM_THREADS=1 python -c "from dfbst_np.sparse.crossover import measure_crossover; measure_crossover()"
 
-    costs (ns per element, dense per BLAS thread; call in us), timed with 1 BLAS thread(s)
-      float32: dense 0.0172  sparse 0.082  copy 0.22  build 0.18  build_nnz 6.7  call 16  mask 0.136  sampled 0.386 (copy 0.40, call 1)
-      float64: dense 0.0373  sparse 0.185  copy 0.38  build 0.22  build_nnz 2.2  call 12  mask 0.075  sampled 0.598 (copy 0.50, call 0)
-    crossover density of W_hat, one step (p = 2: forward + backward-data;
-    p = 1: forward only), and predicted crossover support fraction of the sampled product
-      layer                rows  out fan_in  dtype    p predicted measured sampled  (meas.)
-      lenet300 fc1           64  300    784  float32  2     0.113    0.123   0.026    0.051
-      lenet300 fc1           64  300    784  float32  1     0.077    0.091   0.026    0.051
-      lenet300 fc2           64  100    300  float32  2     0.072    0.072   0.019    0.040
-      lenet300 fc2           64  100    300  float32  1     0.028    0.046   0.019    0.040
-      lenet5 conv1        36864   20     25  float32  2     0.203    0.238   0.175    0.208
-      lenet5 conv1        36864   20     25  float32  1     0.198    0.234   0.175    0.208
-      lenet5 conv2         4096   50    500  float32  2     0.206    0.198   0.072    0.091
-      lenet5 conv2         4096   50    500  float32  1     0.203    0.258   0.072    0.091
-      lenet5 fc3             64  500    800  float32  2     0.117    0.131   0.027    0.051
-      lenet5 fc3             64  500    800  float32  1     0.081    0.094   0.027    0.051
-      vgg16 block5 conv     256  512   4608  float32  2     0.179    0.144   0.030    0.109
-      vgg16 block5 conv     256  512   4608  float32  1     0.156    0.133   0.030    0.109
-      vgg16 classifier       64  512    512  float32  2     0.115    0.117   0.027    0.042
-      vgg16 classifier       64  512    512  float32  1     0.078    0.077   0.027    0.042
-      lenet300 fc1           64  300    784  float64  2     0.168    0.182   0.039    0.080
-      lenet300 fc1           64  300    784  float64  1     0.148    0.164   0.039    0.080
-      lenet300 fc2           64  100    300  float64  2     0.138    0.156   0.034    0.060
-      lenet300 fc2           64  100    300  float64  1     0.108    0.143   0.034    0.060
-      lenet5 conv1        36864   20     25  float64  2     0.199    0.275   0.382    0.208
-      lenet5 conv1        36864   20     25  float64  1     0.198    0.288   0.382    0.208
-      lenet5 conv2         4096   50    500  float64  2     0.200    0.173   0.156    0.136
-      lenet5 conv2         4096   50    500  float64  1     0.200    0.239   0.156    0.136
-      lenet5 fc3             64  500    800  float64  2     0.172    0.188   0.040    0.075
-      lenet5 fc3             64  500    800  float64  1     0.152    0.161   0.040    0.075
-      vgg16 block5 conv     256  512   4608  float64  2     0.195    0.172   0.042    0.115
-      vgg16 block5 conv     256  512   4608  float64  1     0.189    0.157   0.042    0.115
-      vgg16 classifier       64  512    512  float64  2     0.170    0.192   0.039    0.064
-      vgg16 classifier       64  512    512  float64  1     0.150    0.145   0.039    0.064
+and put the returned ``costs`` into :data:`dfbst_np.sparse.costs.COSTS`.
+``dense`` is fitted per BLAS thread. The convolutions are timed in their
+transposed layout (:mod:`dfbst_np.nn.fast_im2col`), which needs no copies; the
+sampled product's constants come from the linear layers (the convolutions'
+long rows use one BLAS dot per entry, :data:`~dfbst_np.sparse.costs.DOT_CALL_US`
+and :data:`~dfbst_np.sparse.costs.DOT_NS`). A measured crossover of 0.000
+means the sparse step was slower at every density tried with nonzeros.
 
-``dense`` is per BLAS thread (:func:`~dfbst_np.sparse.kernels.blas_threads`
-divides it). The convolutions are timed in their transposed layout
-(:mod:`dfbst_np.sparse.conv`), which needs no copies. ``copy`` in
-``COSTS`` is 0.43 / 0.94 ns, from the previous fit, in which the
-convolutions still ran in the row layout and their transposed copies
-dominated; the 64-row copies of the linear layers above cannot determine it.
-The sampled product's constants come from the linear layers (the
-convolutions' long rows use one BLAS dot per entry instead, whose cost is
-``kernels.DOT_CALL_US`` and ``kernels.DOT_NS``), and the crossover applies
-``kernels.SAMPLED_IN_STEP`` = 1.5 because inside a training step the
-gathering kernel ran 1.2-2x slower than in this isolated timing: the
-"sampled" column is therefore about half the "(meas.)" one on purpose.
-
-Later change: the gathering kernel now gathers with ``take(axis=0)`` into
-reused buffers instead of fancy indexing. Timed against the kernel of the fit
-above on the linear shapes (batch 64 and 256, support 1-8 %, same machine),
-it takes 0.63x the time in float32 and 0.76x in float64 (median), so
-``sampled_ns`` in ``COSTS`` is the fitted value times those ratios (0.386 ->
-0.243, 0.598 -> 0.455), and ``SAMPLED_IN_STEP`` is 1.2 (see its comment);
-a new ``measure_crossover()`` fits ``sampled_ns`` directly.
-
-A measured value of 0.000 means the sparse step was slower at every density
-tried with at least one nonzero. The tables say: on this machine the sparse
-products pay off below roughly 8-12 % density for the fully connected
-layers (7-9 % for the first layer, which runs only the forward product) and
-below about 20 % for the convolutions in the transposed layout, whose
-products are long enough for scipy's loops. Timings move by 10-30 % with
-machine load (BLAS suffers most when another process holds a core); rerun
-on another machine and put the returned ``costs`` into ``kernels.COSTS``.
+The runs behind the current constants, and how the factors fitted in whole
+training steps were found, are in benchmarks/README.md ("Kernel crossovers:
+measurement history").
 """
 from __future__ import annotations
 
@@ -88,8 +35,11 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from scipy.optimize import nnls
 
-from . import kernels
-from .kernels import KernelCosts, prepare_masked, sampled_product_csr, support_structure
+from . import costs as cost_model
+from .costs import KernelCosts
+from .products import prepare_masked
+from .sampled import sampled_product_csr
+from .support import support_structure
 
 #: (name, rows, out, fan_in): weight products of the reference models, batch 64.
 DEFAULT_LAYERS: Tuple[Tuple[str, int, int, int], ...] = (
@@ -214,7 +164,7 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
     timings : output of :func:`time_layer` per layer
     sampled : (rows, out, fan_in, support size, seconds[, transposed]) per measurement
     threads : BLAS threads during the timings; ``dense_ns`` is stored per
-        thread (multiplied by it), as :data:`~dfbst_np.sparse.kernels.COSTS` wants.
+        thread (multiplied by it), as :data:`~dfbst_np.sparse.costs.COSTS` wants.
     """
     dfeats, dtimes, feats, times = [], [], [], []
     for (_, rows, out, fan_in), timing in zip(layers, timings):
@@ -231,7 +181,7 @@ def fit_costs(layers: Sequence[Tuple[str, int, int, int]], timings: Sequence[Dic
         np.array(feats, float), np.array(times))
     # sampled: its own copies and call overhead, and the rest per multiply-add;
     # fitted on the row-layout (linear) products only: the convolutions' long
-    # rows run one BLAS dot per entry instead (kernels.DOT_CALL_US, DOT_NS)
+    # rows run one BLAS dot per entry instead (costs.DOT_CALL_US, DOT_NS)
     einsum = [m for m in sampled if not (len(m) > 5 and m[5])]
     sfeats = np.array([[m[0] * m[3], m[0] * (m[1] + m[2]), 1e3] for m in einsum], float)
     stimes = np.array([m[4] * 1e9 for m in einsum])
@@ -287,7 +237,7 @@ def _sampled_crossing(gathered, t_blocked: float) -> float:
 
 
 def _is_conv(name: str) -> bool:
-    """Convolutions run their products in the transposed layout (:mod:`dfbst_np.sparse.conv`)."""
+    """Convolutions run their products in the transposed layout (:mod:`dfbst_np.nn.fast_im2col`)."""
     return "conv" in name
 
 
@@ -306,19 +256,19 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
         Timings per measurement; the fastest is kept.
     seed : int
     verbose : bool
-        Print the tables in the format of this module's docstring.
+        Print the tables in the format of benchmarks/README.md.
 
     Returns
     -------
     dict
-        ``"costs"``: {numpy.dtype: KernelCosts}, ready for ``kernels.COSTS``;
+        ``"costs"``: {numpy.dtype: KernelCosts}, ready for ``dfbst_np.sparse.costs.COSTS``;
         ``"layers"``: list of dicts (name, rows, out, fan_in, dtype,
         products, predicted, measured, sampled_predicted, sampled_measured)
         with ``predicted`` from the fitted costs and ``measured`` read off the
         timings.
     """
     costs, table = {}, []
-    threads = kernels.blas_threads()
+    threads = cost_model.blas_threads()
     for dt in map(np.dtype, dtypes):
         cases = [(layer, p) for layer in layers for p in (2, 1)]
         timings = [time_layer(rows, out, fan_in, dt, repeat, seed, products=p,
@@ -332,23 +282,23 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
         measured_s = {name: _sampled_crossing(ms, blocked[name])
                       for (name, *_), ms in zip(layers, per_layer)}
         costs[dt] = fit_costs([layer for layer, _ in cases], timings, sampled, threads)
-        saved = kernels.COSTS.get(dt)
-        kernels.COSTS[dt] = costs[dt]
+        saved = cost_model.COSTS.get(dt)
+        cost_model.COSTS[dt] = costs[dt]
         try:
             for ((name, rows, out, fan_in), p), timing in zip(cases, timings):
                 table.append(dict(
                     name=name, rows=rows, out=out, fan_in=fan_in, dtype=dt.name, products=p,
-                    predicted=kernels.crossover_density(rows, out, fan_in, dt, products=p,
+                    predicted=cost_model.crossover_density(rows, out, fan_in, dt, products=p,
                                                         transposed=_is_conv(name)),
                     measured=crossing(timing),
-                    sampled_predicted=kernels.sampled_crossover(rows, out, fan_in, dt,
+                    sampled_predicted=cost_model.sampled_crossover(rows, out, fan_in, dt,
                                                                 transposed=_is_conv(name)),
                     sampled_measured=measured_s[name]))
         finally:
             if saved is None:
-                del kernels.COSTS[dt]
+                del cost_model.COSTS[dt]
             else:
-                kernels.COSTS[dt] = saved
+                cost_model.COSTS[dt] = saved
     if verbose:
         print(format_report({"costs": costs, "layers": table, "threads": threads}))
     return {"costs": costs, "layers": table, "threads": threads}

@@ -7,7 +7,7 @@ on small arrays.
 import numpy as np
 import pytest
 
-import dfbst_np.nn.fast_im2col as conv
+import dfbst_np.nn.transpose as transpose
 from dfbst_np.nn.im2col import conv_output_size
 from dfbst_np.nn.fast_im2col import col2im_t, from_output, im2col_t, to_output
 from tests.helpers import rel_err
@@ -31,7 +31,7 @@ def blocked(request, monkeypatch):
     """Run each test as is and with 1-byte blocks: every tall transpose then goes
     in blocks of 16 rows (the minimum), most with a remainder."""
     if request.param:
-        monkeypatch.setattr(conv, "TRANSPOSE_BLOCK_BYTES", 1)
+        monkeypatch.setattr(transpose, "BLOCK_BYTES", 1)
     return request.param
 
 
@@ -86,15 +86,3 @@ def test_to_and_from_output_are_the_plain_transposes(n, out, oh, ow, batch_last,
     assert dy2t.flags.c_contiguous
     np.testing.assert_array_equal(dy2t, _old_from_output(y, batch_last))
     np.testing.assert_array_equal(dy2t, y2t)                             # round trip
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (5, 7), (40, 3), (3, 40),
-                                   (2880, 64), (64, 2880), (3200, 256), (256, 3000), (1000, 17)])
-def test_transpose_2d_is_the_transpose(shape, rng):
-    a = rng.standard_normal(shape).astype(np.float32)
-    t = conv._transpose_2d(a)
-    assert t.flags.c_contiguous and t.shape == shape[::-1]
-    np.testing.assert_array_equal(t, a.T)
-    # and on a non-contiguous source
-    b = rng.standard_normal((shape[0], 2 * shape[1]))[:, ::2]
-    np.testing.assert_array_equal(conv._transpose_2d(b), b.T)

@@ -108,13 +108,6 @@ def test_odd_batch_sizes_and_noncontiguous_input(rng):
     assert rel_err(mwf.backward_data(dy), dy @ w) <= 1e-12
 
 
-def test_transposed_copy_blocks(rng):
-    for shape in ((3, 5), (5000, 40), (40, 5000)):
-        a = rng.standard_normal(shape).astype(np.float32)
-        t = K._transposed(a)
-        assert t.flags.c_contiguous and np.array_equal(t, a.T)
-
-
 def test_bad_inputs_are_refused(rng):
     w = rng.standard_normal((4, 6))
     mw = prepare_weight(w, "sparse")

@@ -1,0 +1,293 @@
+r"""The cost model behind the ``"auto"`` path: when are the sparse kernels faster?
+
+A masked layer's products can run dense (BLAS on :math:`\hat W = W \odot M`)
+or sparse (scipy's compressed kernels on the nonzeros of :math:`\hat W`;
+the gathering sampled product on a support). Which is faster depends on the
+density, the shape and the machine. This module predicts it from a few
+per-element costs (:class:`KernelCosts`, one set per dtype in :data:`COSTS`):
+
+* :func:`crossover_density` / :func:`choose_path`: the weight products
+  (forward and backward-data) of one step;
+* :func:`sampled_crossover`: the sampled weight-gradient product against the
+  blocked dense one.
+
+The costs were measured on the development machine by
+:func:`dfbst_np.sparse.crossover.measure_crossover`, which is also how to
+recalibrate on another machine; the command, the machine and the measured
+crossovers are in benchmarks/README.md ("Kernel crossovers: measurement
+history"). The few factors fitted in whole training steps rather than in
+isolated timings are module constants below, each with its reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..runtime import blas_thread_count
+
+__all__ = ["KernelCosts", "COSTS", "costs_for", "blas_threads", "crossover_density",
+           "choose_path", "sampled_crossover", "dots_are_cheaper", "SPARSE_IN_STEP_T",
+           "GIVEN_NNZ_NS", "SAMPLED_IN_STEP", "DOT_CALL_US", "DOT_NS"]
+
+
+def blas_threads() -> int:
+    """Threads the BLAS uses now (:func:`dfbst_np.runtime.blas_thread_count`)."""
+    return blas_thread_count()
+
+
+@dataclass(frozen=True)
+class KernelCosts:
+    r"""Costs of the kernels for one dtype, in nanoseconds (``call_us`` in microseconds).
+
+    The model of one sparse step of a layer (build, then ``p`` products: the
+    forward, and the backward-data one unless the layer's input needs no
+    gradient) is
+
+    .. math::
+        t_\mathrm{sparse} = t_\mathrm{call} + c_\mathrm{build}\, \mathrm{numel}
+            + c_\mathrm{nnz}\, \mathrm{nnz}
+            + p\, \big(c_\mathrm{sparse}\, R\, \mathrm{nnz}
+            + c_\mathrm{copy}\, R\, (\mathrm{out} + \mathrm{fan\_in})\big),
+
+    and of one dense step :math:`c_\mathrm{mask}\, \mathrm{numel} + p\,
+    c_\mathrm{dense}\, R\, \mathrm{numel}` (forming :math:`\hat W = W \odot M`,
+    then BLAS).
+
+    Attributes
+    ----------
+    dense_ns : float
+        :math:`c_\mathrm{dense}`: one multiply-add of a BLAS product with one
+        BLAS thread; divided by :func:`blas_threads` when more are used.
+    sparse_ns : float
+        :math:`c_\mathrm{sparse}`: one multiply-add of scipy's compressed
+        product (one core), per stored nonzero per row.
+    copy_ns : float
+        :math:`c_\mathrm{copy}`: one element of the transposed copies of
+        operands and results that the sparse products need.
+    build_ns : float
+        :math:`c_\mathrm{build}`: scanning one entry of the mask to build the
+        compressed matrix.
+    build_nnz_ns : float
+        :math:`c_\mathrm{nnz}`: storing one nonzero of it.
+    call_us : float
+        :math:`t_\mathrm{call}`: fixed Python/scipy overhead of one sparse step.
+    sampled_ns : float
+        One multiply-add of the gathering sampled product, per support entry
+        per row (its copies and call overhead: ``sampled_copy_ns``,
+        ``sampled_call_us``).
+    mask_ns : float
+        :math:`c_\mathrm{mask}`: one entry of :math:`W \odot M` on the dense path.
+    sampled_copy_ns, sampled_call_us : float
+        The gathering sampled product's transposed copies of its operands (per
+        element) and fixed overhead.
+    """
+    dense_ns: float
+    sparse_ns: float
+    copy_ns: float
+    build_ns: float
+    build_nnz_ns: float
+    call_us: float
+    sampled_ns: float
+    mask_ns: float = 0.15
+    sampled_copy_ns: float = 0.5
+    sampled_call_us: float = 20.0
+
+
+#: Measured kernel costs per dtype (the command, the machine and the fit are in
+#: benchmarks/README.md). Replace an entry with the output of
+#: ``measure_crossover()["costs"]`` to recalibrate on another machine.
+COSTS: Dict[np.dtype, KernelCosts] = {
+    np.dtype(np.float32): KernelCosts(dense_ns=0.0172, sparse_ns=0.082, copy_ns=0.43,
+                                      build_ns=0.18, build_nnz_ns=6.7, call_us=16.0,
+                                      sampled_ns=0.243, mask_ns=0.136,
+                                      sampled_copy_ns=0.40, sampled_call_us=1.0),
+    np.dtype(np.float64): KernelCosts(dense_ns=0.0373, sparse_ns=0.185, copy_ns=0.94,
+                                      build_ns=0.22, build_nnz_ns=2.2, call_us=12.0,
+                                      sampled_ns=0.455, mask_ns=0.075,
+                                      sampled_copy_ns=0.50, sampled_call_us=0.0),
+}
+
+
+#: Calibrated in training steps, where operands are no longer in cache (the
+#: measurements behind each are in benchmarks/README.md, "Kernel crossovers"):
+#:
+#: the convolutions' compressed products (long rows, transposed layout) ran
+#: this much slower in a step than in isolation, so their crossover is lower;
+SPARSE_IN_STEP_T = 1.25
+#: ns per stored nonzero to build the compressed matrix from a given larger
+#: support (a subset and a gather: no scan of the mask, no branch per nonzero);
+GIVEN_NNZ_NS = 2.5
+#: the gathering sampled product (chunked einsum) ran this much slower in a step;
+SAMPLED_IN_STEP = 1.2
+#: one BLAS dot product per support entry (the long rows of a convolution):
+#: fixed call cost in microseconds, and ns per multiply-add (float32, one thread).
+DOT_CALL_US = 0.65
+DOT_NS = 0.08
+
+
+def costs_for(dtype) -> KernelCosts:
+    """The :data:`COSTS` entry of ``dtype``; ValueError for other dtypes."""
+    dtype = np.dtype(dtype)
+    if dtype not in COSTS:
+        raise ValueError(f"no kernel costs for dtype {dtype}; expected float32 or float64")
+    return COSTS[dtype]
+
+
+def _dense_ns(c: KernelCosts) -> float:
+    return c.dense_ns / blas_threads()
+
+
+def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
+                      products: int = 2, transposed: bool = False,
+                      structure_given: bool = False) -> float:
+    r"""Density of :math:`\hat W` below which the sparse weight products are faster.
+
+    One training step runs ``products`` products on the same :math:`\hat W`
+    (out x fan_in, nnz nonzeros) with :math:`R` = ``n_rows`` rows: the forward,
+    and the backward-data product unless the layer's input needs no gradient
+    (``products=1``, the first layer of a network). With the costs :math:`c`
+    of :data:`COSTS` (see :class:`KernelCosts`) and :math:`p` = ``products``:
+
+    .. math::
+        t_\mathrm{dense} &= c_\mathrm{mask}\, \mathrm{numel}
+            + p\, c_\mathrm{dense}\, R\, \mathrm{numel} \\
+        t_\mathrm{sparse} &= t_\mathrm{call} + c_\mathrm{build}\, \mathrm{numel}
+            + (c_\mathrm{nnz} + p\, c_\mathrm{sparse} R)\, \mathrm{nnz}
+            + p\, c_\mathrm{copy}\, R\, (\mathrm{out} + \mathrm{fan\_in})
+
+    Setting them equal with :math:`\mathrm{nnz} = d\, \mathrm{numel}`,
+    :math:`\mathrm{numel} = \mathrm{out}\, \mathrm{fan\_in}`, gives
+
+    .. math::
+        d^* = \frac{p R \left(c_\mathrm{dense}
+                - c_\mathrm{copy} \left(\frac{1}{\mathrm{out}} + \frac{1}{\mathrm{fan\_in}}\right)\right)
+                + c_\mathrm{mask} - c_\mathrm{build} - t_\mathrm{call} / \mathrm{numel}}
+               {p R\, c_\mathrm{sparse} + c_\mathrm{nnz}},
+
+    clipped to [0, 1]; for many rows it tends to
+    :math:`(c_\mathrm{dense} - c_\mathrm{copy}(1/\mathrm{out} + 1/\mathrm{fan\_in}))
+    / c_\mathrm{sparse}`. Read it as: the asymptote
+    :math:`c_\mathrm{dense}/c_\mathrm{sparse}` (about 10% here: BLAS does a
+    multiply-add ~10 times faster than scipy's compressed loop), lowered for
+    thin matrices, whose transposed copies cost as much as the products (a
+    conv1 with out=20, fan_in=25 is never faster sparse), and for few rows,
+    which do not amortise the per-step build. :math:`c_\mathrm{dense}` is
+    divided by the BLAS thread count (:func:`blas_threads`).
+
+    Parameters
+    ----------
+    n_rows : int or None
+        Rows of :math:`X_2` (batch size, times output positions for a conv).
+        None takes the limit of many rows.
+    out, fan_in : int
+        Shape of :math:`\hat W`.
+    dtype : float32 or float64
+    products : 1 or 2
+        Products per step on this weight.
+    transposed : bool
+        The operands come as X2^T and dY2^T (the masked convolutions' layout,
+        :mod:`dfbst_np.nn.fast_im2col`): the sparse products need no transposed
+        copies, :math:`c_\mathrm{copy} = 0`, and :math:`c_\mathrm{sparse}` is
+        multiplied by :data:`SPARSE_IN_STEP_T` (measured in training steps).
+    structure_given : bool
+        The sparse structure comes from a larger support the caller has (a
+        predicted layer's S): :math:`c_\mathrm{build} = 0` and
+        :math:`c_\mathrm{nnz}` = :data:`GIVEN_NNZ_NS`.
+
+    Returns
+    -------
+    float
+        :math:`d^*` in [0, 1].
+    """
+    c = costs_for(dtype)
+    numel = int(out) * int(fan_in)
+    if numel == 0 or n_rows == 0:
+        return 0.0
+    copy_ns = 0.0 if transposed else c.copy_ns
+    sparse_ns = c.sparse_ns * (SPARSE_IN_STEP_T if transposed else 1.0)
+    per_row = _dense_ns(c) - copy_ns * (1.0 / out + 1.0 / fan_in)
+    if n_rows is None:
+        d = per_row / sparse_ns
+    else:
+        p = float(products)
+        build_ns, nnz_ns = (0.0, GIVEN_NNZ_NS) if structure_given else (c.build_ns, c.build_nnz_ns)
+        d = ((p * n_rows * per_row + c.mask_ns - build_ns - 1e3 * c.call_us / numel)
+             / (p * n_rows * sparse_ns + nnz_ns))
+    return float(min(1.0, max(0.0, d)))
+
+
+def choose_path(density: float, n_rows: Optional[int], out: int, fan_in: int, dtype,
+                products: int = 2, transposed: bool = False, structure_given: bool = False) -> str:
+    """The automatic choice for the weight products: ``"sparse"`` or ``"dense"``.
+
+    Sparse when ``density < crossover_density(n_rows, out, fan_in, dtype, products)``,
+    and always when ``density == 0`` (the products are then zeros, which the
+    sparse path returns without any work).
+
+    Parameters
+    ----------
+    density : float
+        nnz(:math:`\\hat W`) / numel(:math:`\\hat W`).
+    n_rows, out, fan_in, dtype, products, transposed, structure_given
+        As in :func:`crossover_density`.
+    """
+    if density == 0:
+        return "sparse"
+    d = crossover_density(n_rows, out, fan_in, dtype, products, transposed, structure_given)
+    return "sparse" if density < d else "dense"
+
+
+def _einsum_entry_ns(c: KernelCosts, n_rows: int) -> float:
+    return SAMPLED_IN_STEP * c.sampled_ns * n_rows
+
+
+def _dot_entry_ns(n_rows: int) -> float:
+    return 1e3 * DOT_CALL_US + DOT_NS * n_rows
+
+
+def dots_are_cheaper(dtype, n_rows: int) -> bool:
+    """Whether one BLAS dot per support entry beats the chunked einsum for rows of ``n_rows``."""
+    return _dot_entry_ns(n_rows) < _einsum_entry_ns(costs_for(dtype), n_rows)
+
+
+def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype, transposed: bool = False) -> float:
+    r"""Support fraction below which the gathering sampled product beats the blocked dense one.
+
+    With :math:`k` support entries out of :math:`\mathrm{out}\,\mathrm{fan\_in}`,
+    :math:`R` = ``n_rows``:
+
+    .. math::
+        t_\mathrm{dense} = c_\mathrm{dense}\, R\, \mathrm{out}\, \mathrm{fan\_in}, \qquad
+        t_\mathrm{sampled} = e(R)\, k
+            + c_\mathrm{copy}\, R\, (\mathrm{out} + \mathrm{fan\_in}) + t_\mathrm{call}
+
+    where :math:`e(R)` is the cost of one entry with the cheaper gathering
+    kernel: the chunked einsum, :math:`f\, c_\mathrm{sampled} R` (:math:`f` =
+    :data:`SAMPLED_IN_STEP`: in a training step its operands are out of cache), or
+    one BLAS dot product per entry, :math:`t_\mathrm{dot} + c_\mathrm{dot} R`
+    (:data:`DOT_CALL_US`, :data:`DOT_NS`; cheaper for the long rows of a
+    convolution); :math:`c_\mathrm{copy}`, :math:`t_\mathrm{call}`: the sampled
+    product's own, ``sampled_copy_ns`` and ``sampled_call_us`` (no copies for
+    ``transposed`` operands, the convolutions' layout). So, with
+    :math:`s = k / (\mathrm{out}\,\mathrm{fan\_in})`,
+
+    .. math::
+        s^* = \frac{c_\mathrm{dense} R
+            - c_\mathrm{copy} R \left(\frac{1}{\mathrm{out}} + \frac{1}{\mathrm{fan\_in}}\right)
+            - t_\mathrm{call} / (\mathrm{out}\,\mathrm{fan\_in})}{e(R)},
+
+    clipped to [0, 1]. (The einsum copies two rows of N numbers per support
+    entry: ~25 ns per entry at N = 64, against ~0.5 ns for a whole entry of A
+    from BLAS, so :math:`s^*` is a few percent.)
+    """
+    c = costs_for(dtype)
+    numel = int(out) * int(fan_in)
+    if numel == 0 or n_rows == 0:
+        return 0.0
+    copy_ns = 0.0 if transposed else c.sampled_copy_ns
+    s = ((_dense_ns(c) * n_rows - copy_ns * n_rows * (1.0 / out + 1.0 / fan_in)
+          - 1e3 * c.sampled_call_us / numel) / min(_einsum_entry_ns(c, n_rows), _dot_entry_ns(n_rows)))
+    return float(min(1.0, max(0.0, s)))
+
