@@ -767,7 +767,7 @@ def plot(rows, path, threads: Optional[int] = None) -> None:
         ax.grid(True, which="both", alpha=0.3)
     for ax in axes[0][len(groups):]:
         ax.axis("off")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes[0][:len(groups)]:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from dfbst_np.sparse import kernels as K
 from dfbst_np.sparse.kernels import (
     MaskedWeight, choose_path, crossover_density, get_default_path, prepare_weight,
     sampled_crossover, sampled_product, sampled_product_dense, set_default_path, use_path,
