@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from dfbst_np import textbook as tb
-from dfbst_np.reference.layers import BinaryStep, MaskedConv2d, MaskedLinear
+from dfbst_np.reference.layers import MaskedConv2d, MaskedLinear
 from tests.helpers import rel_err
+from tests.sparse.test_backward_mask_parity import torch_backward_mask
 
 TOL = 1e-12
 
@@ -143,24 +144,15 @@ def test_backward_mask_equals_autograd(float32_masks):
     Ds, gs, V, dV_du = tb.backward_mask(dWs, us, scale=beta, float32_masks=float32_masks)
     assert all(np.array_equal(a, b) for a, b in zip(dWs + us, copies[0] + copies[1]))
 
-    tus = [torch.from_numpy(u).requires_grad_() for u in us]
-    tg, tD = [], []
-    for dW, u in zip(dWs, tus):
-        g = torch.from_numpy(dW)
-        ghat = torch.nan_to_num(g / g.abs().sum(dim=1, keepdim=True))
-        D = BinaryStep.apply(ghat.abs() - u.view(-1, 1), float32_masks)
-        tD.append(D)
-        tg.append(g * D)
-    tV = torch.std(torch.cat([g.reshape(-1) for g in tg]))
-    (beta * tV).backward()
+    D_t, g_t, V_t, dV_du_t = torch_backward_mask(dWs, us, beta, float32_masks)
 
-    for D, g, d, gg in zip(Ds, gs, tD, tg):
-        assert np.array_equal(D, d.detach().double().numpy())
-        assert rel_err(g, gg.detach().numpy()) <= TOL
+    for D, g, d, gg in zip(Ds, gs, D_t, g_t):
+        assert np.array_equal(D, d.astype(D.dtype))
+        assert rel_err(g, gg) <= TOL
     assert all(0 < D.mean() < 1 for D in Ds), "u must drop some entries and keep others"
-    assert abs(V - float(tV)) <= TOL * float(tV)
-    for mine, u in zip(dV_du, tus):
-        assert rel_err(mine, u.grad.numpy()) <= TOL
+    assert abs(V - V_t) <= TOL * V_t
+    for mine, theirs in zip(dV_du, dV_du_t):
+        assert rel_err(mine, theirs) <= TOL
     assert np.all(Ds[0][3] == 1) and np.all(gs[0][3] == 0), "a zero row with u < 0 keeps D = 1, g = 0"
 
 
