@@ -13,7 +13,7 @@ of SPEC.md:
 * :mod:`.convert`  state dicts and checkpoints between torch and NumPy;
 * :mod:`.compare`  side-by-side comparison of a dfbst_np model / trainer with
   this reference;
-* :mod:`.verify`   ``verify``: someone else's PyTorch training step checked
+* :mod:`.verifier` ``verify``: someone else's PyTorch training step checked
   stage by stage against dfbst_np (SPEC section 7), with :mod:`.capture`
   (the hooks), :mod:`.verdict` (tolerances, report), :mod:`.readings` and
   :mod:`.verify_cli` (``python -m dfbst_np verify``).
@@ -32,7 +32,7 @@ from .trainer import ReferenceTrainer, evaluate
 from .convert import load_checkpoint, save_checkpoint, to_numpy_state_dict, to_torch_state_dict
 from .compare import Row, check_model, compare, format_table, max_rel_err
 from .verdict import ATOL, RTOL, Divergence, VerifyReport
-from .verify import StepError, VerifyError, verify
+from .verifier import StepError, VerifyError, verify
 
 __all__ = [
     "BinaryStep", "binary_step", "MaskedLinear", "MaskedConv2d", "masked_layers",

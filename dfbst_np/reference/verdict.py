@@ -1,4 +1,4 @@
-r"""Entry-by-entry comparison of two arrays, and the report :func:`~.verify.verify` returns.
+r"""Entry-by-entry comparison of two arrays, and the report :func:`~.verifier.verify` returns.
 
 An entry of a compared quantity agrees when
 
@@ -123,7 +123,7 @@ def compare_entries(ours, theirs, rtol: float, atol: float, exact: bool = False)
 
 @dataclass
 class VerifyReport:
-    """What :func:`~dfbst_np.reference.verify.verify` found.
+    """What :func:`~dfbst_np.reference.verifier.verify` found.
 
     Attributes
     ----------

@@ -1,4 +1,4 @@
-"""``python -m dfbst_np verify``: import a user's model and step, run :func:`~.verify.verify`.
+"""``python -m dfbst_np verify``: import a user's model and step, run :func:`~.verifier.verify`.
 
 ``--model MODULE_OR_FILE:FACTORY`` names a function that takes no argument
 and returns the torch model; ``--step MODULE_OR_FILE:FACTORY`` a function
@@ -178,7 +178,7 @@ def sample_batches(n_batches: int, batch_size: int, shape) -> list:
 
 def run_cli(args) -> int:
     """The ``verify`` command; returns the exit status."""
-    from .verify import VerifyError, default_settings, verify
+    from .verifier import VerifyError, default_settings, verify
 
     try:
         shape = tuple(int(v) for v in args.input_shape.split(","))

@@ -27,7 +27,7 @@ import torch.nn as nn
 from dfbst_np.reference import ReferenceTrainer, build
 from dfbst_np.reference import layers as ref_layers
 from dfbst_np.reference.verdict import ATOL, RTOL, compare_entries
-from dfbst_np.reference.verify import (DEFAULT_SCHEDULE, StepError, VerifyError, default_settings,
+from dfbst_np.reference.verifier import (DEFAULT_SCHEDULE, StepError, VerifyError, default_settings,
                                        verify)
 
 SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
