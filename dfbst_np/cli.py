@@ -111,6 +111,12 @@ def _train(args, given: set) -> int:
     threads = args.threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+    if args.backend == "torch":
+        # NumPy execution choices: the torch step has neither, so say so instead of ignoring them.
+        for flag in ("kernel_path", "textbook"):
+            if flag in given:
+                raise ConfigError(f"{_flag(flag)} chooses how the NumPy backend computes a step; "
+                                  "--backend torch runs the PyTorch reference step: drop it")
     if args.resume:
         if args.overwrite:
             raise ConfigError("--overwrite starts a new run; it cannot be used with --resume")

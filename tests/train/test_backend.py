@@ -61,3 +61,13 @@ def test_numpy_is_the_default_backend_and_old_configs_load(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"model": "lenet_5", "epochs": 3}')       # written before backends existed
     assert RunConfig.load(path).backend == "numpy"
+
+
+@pytest.mark.parametrize("flag", [["--kernel-path", "sparse"], ["--textbook"]])
+def test_numpy_only_flags_are_refused_with_backend_torch(flag, tmp_path, capsys):
+    from dfbst_np.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "torch", *flag, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert flag[0] in err and "--backend torch" in err and "Traceback" not in err
+    assert not out.exists()
