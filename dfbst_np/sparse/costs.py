@@ -27,14 +27,9 @@ import numpy as np
 
 from ..runtime import blas_thread_count
 
-__all__ = ["KernelCosts", "COSTS", "costs_for", "blas_threads", "crossover_density",
+__all__ = ["KernelCosts", "COSTS", "costs_for", "crossover_density",
            "choose_path", "sampled_crossover", "dots_are_cheaper", "SPARSE_IN_STEP_T",
            "GIVEN_NNZ_NS", "SAMPLED_IN_STEP", "DOT_CALL_US", "DOT_NS"]
-
-
-def blas_threads() -> int:
-    """Threads the BLAS uses now (:func:`dfbst_np.runtime.blas_thread_count`)."""
-    return blas_thread_count()
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ class KernelCosts:
     ----------
     dense_ns : float
         :math:`c_\mathrm{dense}`: one multiply-add of a BLAS product with one
-        BLAS thread; divided by :func:`blas_threads` when more are used.
+        BLAS thread; divided by :func:`~dfbst_np.runtime.blas_thread_count` when more are used.
     sparse_ns : float
         :math:`c_\mathrm{sparse}`: one multiply-add of scipy's compressed
         product (one core), per stored nonzero per row.
@@ -136,7 +131,7 @@ def costs_for(dtype) -> KernelCosts:
 
 
 def _dense_ns(c: KernelCosts) -> float:
-    return c.dense_ns / blas_threads()
+    return c.dense_ns / blas_thread_count()
 
 
 def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
@@ -174,7 +169,7 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
     thin matrices, whose transposed copies cost as much as the products (a
     conv1 with out=20, fan_in=25 is never faster sparse), and for few rows,
     which do not amortise the per-step build. :math:`c_\mathrm{dense}` is
-    divided by the BLAS thread count (:func:`blas_threads`).
+    divided by the BLAS thread count (:func:`~dfbst_np.runtime.blas_thread_count`).
 
     Parameters
     ----------

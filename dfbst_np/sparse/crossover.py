@@ -35,6 +35,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from scipy.optimize import nnls
 
+from ..runtime import blas_thread_count
 from . import costs as cost_model
 from .costs import KernelCosts
 from .products import prepare_masked
@@ -268,7 +269,7 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
         timings.
     """
     costs, table = {}, []
-    threads = cost_model.blas_threads()
+    threads = blas_thread_count()
     for dt in map(np.dtype, dtypes):
         cases = [(layer, p) for layer in layers for p in (2, 1)]
         timings = [time_layer(rows, out, fan_in, dt, repeat, seed, products=p,

@@ -19,7 +19,7 @@ Layers call the products through this module (``kernels.prepare_weight``,
 ...), so that one attribute names each of them: the bench times them by
 wrapping these names, and tests spy on them the same way.
 """
-from .costs import (COSTS, KernelCosts, blas_threads, choose_path, crossover_density,
+from .costs import (COSTS, KernelCosts, choose_path, crossover_density,
                     sampled_crossover)
 from .paths import PATHS, get_default_path, set_default_path, use_path
 from .products import (MaskedWeight, dense_backward_data, dense_backward_data_t, dense_forward_t,
@@ -29,7 +29,7 @@ from .support import Support, support_structure
 
 __all__ = [
     "PATHS", "KernelCosts", "COSTS",
-    "set_default_path", "get_default_path", "use_path", "blas_threads",
+    "set_default_path", "get_default_path", "use_path",
     "crossover_density", "choose_path", "sampled_crossover",
     "MaskedWeight", "prepare_weight", "prepare_masked",
     "sampled_product", "sampled_product_csr", "sampled_product_dense",

@@ -161,10 +161,12 @@ class Trainer:
 
     def _step(self, x, y, epoch, index, trace) -> StepStats:
         """SPEC's five steps, one call each (see the module docstring)."""
-        logits, ce = self._forward_backward(x, y, epoch, index, trace)
+        logits, ce = self._forward_backward(x, y)
         alpha_term = self._add_penalty()
         beta_term = self._add_beta_term(epoch, index)
         if trace is not None:
+            trace("forward", {"logits": logits.copy(), "ce": np.array(ce),
+                              "loss": np.array(ce + alpha_term + beta_term)})
             trace("grad", self._grads_for_trace())
         used = self._apply_backward_mask()
         if trace is not None:
@@ -180,7 +182,7 @@ class Trainer:
             cost=self.step_cost())
 
     # -- 1. forward, loss, backward ------------------------------------------
-    def _forward_backward(self, x, y, epoch, index, trace):
+    def _forward_backward(self, x, y):
         """Logits and CE of the batch; every layer's gradients (dW before D)."""
         model = self.model
         model.train()
@@ -192,9 +194,6 @@ class Trainer:
         try:
             logits = model.forward(x)
             ce = self.loss_fn.forward(logits, y)
-            if trace is not None:
-                trace("forward", {"logits": logits.copy(), "ce": np.array(ce), "loss": np.array(
-                    ce + self._penalty_value() + self._beta_value(epoch, index))})
             model.backward(self.loss_fn.backward())
         finally:
             for layer in self.input_layers:
@@ -214,21 +213,10 @@ class Trainer:
                 layer.set_grad("threshold", layer.grads["threshold"] + grad)
         return total
 
-    def _penalty_value(self) -> float:
-        """alpha * sum exp(-t) over the masked layers (0 for dense)."""
-        if self.method not in ("dst", "dfbst"):
-            return 0.0
-        return sum(self._penalty_rule(layer.params["threshold"], self.alpha)[0]
-                   for _, layer in self.layers)
-
     # -- 3. the beta term -----------------------------------------------------
     def _beta_on(self, epoch: int, index: int) -> bool:
         """From the second epoch on, never at batch index 0, once a V_prev exists."""
         return self.method == "dfbst" and epoch >= 2 and index != 0 and self.prev is not None
-
-    def _beta_value(self, epoch: int, index: int) -> float:
-        """beta * V_prev when this step has the beta term, else 0."""
-        return self.beta * self.prev.V if self._beta_on(epoch, index) else 0.0
 
     def _add_beta_term(self, epoch: int, index: int) -> float:
         """beta * V_prev, and u's gradient d(beta V_prev)/du; on other steps u has none."""
