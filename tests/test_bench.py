@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import dfbst_np
-from dfbst_np.bench import _without_profiler_noise
+from dfbst_np.bench.timing import without_profiler_noise
 
 
 def test_quick_bench_runs(tmp_path):
@@ -77,7 +77,7 @@ def test_quick_bench_without_out_writes_nothing_and_stderr_is_quiet(tmp_path):
 
 
 def test_profiler_noise_is_held_back_and_the_rest_passed_on(capfd):
-    with _without_profiler_noise():
+    with without_profiler_noise():
         os.write(2, b"USDT:2026-12-01 06:08:58 4535:4535 SyncActivityProfilerHandler.cpp:52] "
                     b"profiler_start\n")
         os.write(2, b"[W1201 CPUAllocator.cpp:245] Memory block of unknown size was allocated "

@@ -13,8 +13,8 @@ One idea a file:
 * ``products``      forward, backward-data and full weight-gradient products, dense or CSR
 * ``sampled``       the weight gradient on a support only (sampled product)
 * ``costs``         the cost model behind "auto" (crossover densities)
+* ``cost_cache``    its costs for this machine: measured once, cached (timing code: dfbst_np.bench.crossover)
 * ``fused``         row-wise passes over W (rank-1 subtraction, row sums by BLAS)
-* ``crossover``     measuring where sparse products start to pay (calibrates ``costs``)
 * ``ledger``        training FLOPs per layer and step, exact and ideal
 
 Each fast function names its textbook twin in :mod:`dfbst_np.textbook`.

@@ -17,7 +17,7 @@ CPU model, the BLAS kernel and the NumPy version
 (:mod:`dfbst_np.sparse.cost_cache`; :func:`model_info` says which were used).
 ``DFBST_NP_COST_MODEL=builtin`` takes :data:`BUILTIN` instead: the costs
 fitted on the developers' machine by
-:func:`dfbst_np.sparse.crossover.measure_crossover` (the command, the machine
+:func:`dfbst_np.bench.crossover.measure_crossover` (the command, the machine
 and the measured crossovers are in benchmarks/README.md, "Kernel crossovers:
 measurement history"). The few factors fitted in whole training steps rather
 than in isolated timings are module constants below, each with its reason.
@@ -157,7 +157,7 @@ def _load(dtype: np.dtype) -> KernelCosts:
     if dtype in cached and _valid(cached[dtype]):
         _SOURCE[dtype] = f"measured on this machine, read from {path}"
         return cached[dtype]
-    from .crossover import quick_costs     # the timing code, imported only to measure
+    from ..bench.crossover import quick_costs     # the timing code, beside the bench
     _measuring = True                       # the kernels timed ask for costs: builtin meanwhile
     try:
         c = quick_costs(dtype)

@@ -13,7 +13,7 @@ The kernels are split by job:
   (:func:`sampled_product`, :func:`sampled_product_csr`);
 * :mod:`~dfbst_np.sparse.costs`     the cost model behind ``"auto"``
   (:data:`COSTS`, :func:`crossover_density`, :func:`choose_path`,
-  :func:`sampled_crossover`), calibrated by :mod:`~dfbst_np.sparse.crossover`.
+  :func:`sampled_crossover`), calibrated by :mod:`dfbst_np.bench.crossover` (on first use, :mod:`~dfbst_np.sparse.cost_cache`).
 
 Layers call the products through this module (``kernels.prepare_weight``,
 ...), so that one attribute names each of them: the bench times them by

@@ -198,9 +198,6 @@ def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, meth
     a = A.values
     w, absw, z, keep = _mask_terms(A, w2, fm)
     h = apply_estimator(estimator, z, out=z)
-    # M in W's dtype for a full matrix: a same-type product is twice as fast as
-    # one with a bool operand, and the layer's ``mask`` reads the same array
-    m = fm.M if A.full else keep
     P = scratch(a.shape, a.dtype, "layer_grads") if overwrite_a else np.empty_like(a)
     np.multiply(a, absw, out=P)              # A |W| = (A W) sign(W)
     if float32_masks:                        # G = A W reaches the float32 mask rounded
@@ -213,7 +210,7 @@ def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, meth
         h *= a                               # A h, in h's buffer
         dt = A.row_dots(h, w)                # sum_j A_ij W_ij h_ij
     dt *= -_sign_s(t, method, a.dtype)
-    AM = np.multiply(a, m, out=h)            # h is no longer needed
+    AM = np.multiply(a, keep, out=h)         # A M (h is no longer needed)
     if overwrite_a:
         return A.like(np.add(AM, P, out=a)), dt
     return A.like(np.add(P, AM, out=P)), dt

@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from dfbst_np.sparse import cost_cache, costs, crossover
+from dfbst_np.bench import crossover
+from dfbst_np.sparse import cost_cache, costs
 from dfbst_np.sparse.costs import BUILTIN, KernelCosts
 
 FAKE = KernelCosts(dense_ns=0.02, sparse_ns=0.1, copy_ns=0.5, build_ns=0.2, build_nnz_ns=3.0,

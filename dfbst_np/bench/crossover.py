@@ -13,7 +13,7 @@ To recalibrate on another machine (about 20-40 s on two cores; keep the
 machine otherwise idle, since BLAS suffers most when another process holds a
 core)::
 
-    OPENBLAS_NUM_THREADS=1 python -c "from dfbst_np.sparse.crossover import measure_crossover; measure_crossover()"
+    OPENBLAS_NUM_THREADS=1 python -c "from dfbst_np.bench.crossover import measure_crossover; measure_crossover()"
 
 and put the returned ``costs`` into :data:`dfbst_np.sparse.costs.COSTS`.
 ``dense`` is fitted per BLAS thread. The convolutions are timed in their
@@ -36,11 +36,11 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ..runtime import blas_thread_count
-from . import costs as cost_model
-from .costs import KernelCosts
-from .products import prepare_masked
-from .sampled import sampled_product_csr
-from .support import support_structure
+from ..sparse import costs as cost_model
+from ..sparse.costs import KernelCosts
+from ..sparse.products import prepare_masked
+from ..sparse.sampled import sampled_product_csr
+from ..sparse.support import support_structure
 
 #: (name, rows, out, fan_in): weight products of the reference models, batch 64.
 DEFAULT_LAYERS: Tuple[Tuple[str, int, int, int], ...] = (
