@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Callable, Dict, Sequence
 
-from .common import (BATCHES, DENSITIES, MODELS, PATHS, UNPINNED_DENSITIES, machine, set_threads,
-                     torch_module)
+from .common import (BATCHES, DENSITIES, MODELS, PATHS, UNPINNED_DENSITIES, load_average, machine,
+                     set_threads, torch_module)
 from .plots import plot
 from .report import defaults_table, markdown_table, parts_table, targets, write_csv
 from .timing import copy_bandwidth, part_times, peak_memory, summarise, time_round_robin
@@ -145,10 +145,14 @@ def run_cli(args) -> int:
               f"{result['unpinned_threads']}) against {args.threads} pinned thread(s); "
               f"median ms (threads in the step):")
         print(defaults_table(rows))
-    print()
-    for line in targets(rows):
-        print(line)
-    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s{written}")
+    for key, what in (("median_ms", "median step times"),
+                      ("min_ms", "fastest step of each variant, the closest to an idle machine "
+                                 "when the machine is shared")):
+        print(f"\nTargets ({what}):")
+        for line in targets(rows, key):
+            print(line)
+    print(f"\n{len(rows)} variants in {time.perf_counter() - t0:.0f} s{written}; "
+          f"load average at the end {load_average()}")
     return 0
 
 

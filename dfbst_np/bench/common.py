@@ -35,19 +35,24 @@ def set_threads(n: int) -> Dict[str, object]:
     return report
 
 
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages ("unknown" where the OS has none): how
+    shared the machine was while the figures were taken."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (OSError, AttributeError):
+        return "unknown"
+
+
 def machine() -> Dict[str, str]:
     """CPU model, logical CPUs, BLAS kernel, load, Python and library versions, and the
     cost model the ``auto`` path uses (loaded, or measured, here)."""
     import scipy
     from ..sparse import cost_cache
     from ..sparse.costs import model_info
-    try:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "unknown"
     cost = model_info(np.float32)
     info = {"cpu": cost_cache.cpu_model(), "logical_cpus": str(os.cpu_count()),
-            "blas": cost_cache.blas_kernel(), "load": load,
+            "blas": cost_cache.blas_kernel(), "load": load_average(),
             "cost_model": f"{cost['model']}: {cost['source']}",
             "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__}
     torch = torch_module()

@@ -113,15 +113,19 @@ def _ratio_line(label: str, value, target: str, ok) -> str:
     return f"{label}: {value}; target {target}: {'met' if ok else 'NOT met'}"
 
 
-def targets(rows) -> List[str]:
-    """The targets of issue 23, read off this run's rows (reported, never asserted)."""
+def targets(rows, key: str = "median_ms") -> List[str]:
+    """The targets of issue 23, read off this run's rows (reported, never asserted).
+
+    ``key``: the step time compared, ``"median_ms"`` (the issue's) or ``"min_ms"`` (the
+    fastest step of each variant: on a loaded machine, the closest to an idle one).
+    """
     unpinned = [r for r in rows if r.get("setting", "pinned") != "pinned"]
     rows = pinned_rows(rows)
     out = []
 
     def med(src=rows, **kw):
         hit = find(src, **kw)
-        return hit[0]["median_ms"] if hit else None
+        return hit[0][key] if hit else None
 
     def row(src=rows, **kw):
         hit = find(src, **kw)
@@ -139,14 +143,14 @@ def targets(rows) -> List[str]:
                   target_density=d)
         if ours and ref:
             out.append(_ratio_line(f"exact DFBST LeNet-300-100 b64 @{d:g} vs the authors' step",
-                                   f"{ref:.2f} / {ours['median_ms']:.2f} ms = {ref / ours['median_ms']:.2f}x",
-                                   ">= 3x", ref / ours["median_ms"] >= 3))
+                                   f"{ref:.2f} / {ours[key]:.2f} ms = {ref / ours[key]:.2f}x",
+                                   ">= 3x", ref / ours[key] >= 3))
         if ours and dense64:
             out.append(_ratio_line(f"exact DFBST / NumPy dense step, LeNet-300-100 b64 @{d:g}",
-                                   f"{ours['median_ms']:.2f} / {dense64:.2f} ms = "
-                                   f"{ours['median_ms'] / dense64:.2f}x", "<= 1.5x",
-                                   ours["median_ms"] / dense64 <= 1.5))
-            out.append(f"mask work in that step: {ours['masks_ms']:.2f} ms of {ours['median_ms']:.2f}; "
+                                   f"{ours[key]:.2f} / {dense64:.2f} ms = "
+                                   f"{ours[key] / dense64:.2f}x", "<= 1.5x",
+                                   ours[key] / dense64 <= 1.5))
+            out.append(f"mask work in that step: {ours['masks_ms']:.2f} ms (its own timed steps); "
                        f"at least {ours['mask_floor_mb']:.2f} MB moved = {ours['mask_gbs']:.1f} GB/s")
     # 4. predicted at 5-10 %: faster than torch dense (LeNet-300-100), no slower (LeNet-5)
     cells = []
@@ -173,7 +177,7 @@ def targets(rows) -> List[str]:
             continue
         same = dict(model=r["model"], batch=r["batch"], variant=r["variant"], target_density=r["target_density"])
         best = min(x for x in (med(path="dense", **same), med(path="sparse", **same)) if x is not None)
-        ratio = r["median_ms"] / best
+        ratio = r[key] / best
         if worst is None or ratio > worst[0]:
             worst = (ratio, r)
     if worst is not None:
