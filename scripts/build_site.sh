@@ -24,8 +24,13 @@ trap 'rm -rf "$STAGE"' EXIT
 # The source tree, laid out as in the repository so that relative links
 # (../docs/SPEC.md from a notebook) resolve; the site's own pages at its root.
 cp "$REPO/docs/site/index.md" "$REPO/docs/site/api.md" "$REPO/README.md" "$STAGE/"
+# Only the pages the site lists: docs/*.md (with their images), the notebooks,
+# notebooks/README.md and the exercises as handed out (not their solutions).
 cp -r "$REPO/docs" "$STAGE/docs" && rm -rf "$STAGE/docs/site"
-cp -r "$REPO/notebooks" "$STAGE/notebooks"
+find "$STAGE/docs" -mindepth 2 -name "*.md" -delete
+mkdir -p "$STAGE/notebooks/exercises"
+cp "$REPO"/notebooks/*.ipynb "$REPO/notebooks/README.md" "$STAGE/notebooks/"
+cp "$REPO"/notebooks/exercises/*.ipynb "$STAGE/notebooks/exercises/"
 # The package's sources, so that links to them (notebook 8 links every equation to its
 # function) become files of the site.
 (cd "$REPO" && find dfbst_np -name "*.py" -not -path "*/__pycache__/*" -exec cp --parents {} "$STAGE/" \;)

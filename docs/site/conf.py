@@ -31,7 +31,7 @@ suppress_warnings = [
     # later top-level markdown as a sibling section, which is how they are meant.
     "myst.header",
 ]
-exclude_patterns = ["_build", "**/.ipynb_checkpoints", "notebooks/exercises/solutions/**"]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints"]   # build_site.sh stages only the listed pages
 
 # numpydoc docstrings through napoleon; their `.. math::` blocks become MathJax.
 napoleon_numpy_docstring = True
