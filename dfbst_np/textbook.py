@@ -4,8 +4,7 @@ This module is the readable version of the method, and the oracle the fast
 path (:mod:`dfbst_np.sparse`) is tested against. It is plain NumPy in SPEC's
 symbols, with no caches, no in-place tricks and no performance branches, and
 it imports nothing else of dfbst_np. Read it top to bottom: the order of the
-functions is the order of one training step. A last section holds the
-comparison methods of SPEC section 8 (ERK, GMP, SET and RigL).
+functions is the order of one training step.
 
 Symbols, for one masked layer (a conv weight is its (out, in*kh*kw) matrix):
 
@@ -37,10 +36,7 @@ import numpy as np
 
 __all__ = ["H", "h", "effective_threshold", "sign_s", "forward_mask", "masked_forward",
            "masked_backward", "layer_grads", "threshold_penalty", "row_normalise", "std_and_grad",
-           "backward_mask", "RESET_DENSITY",
-           # the comparison methods (GMP, SET, RigL), after DFBST's rule
-           "erk_densities", "random_mask", "magnitude_mask", "gmp_density", "cosine_fraction",
-           "set_update", "rigl_update"]
+           "backward_mask", "RESET_DENSITY"]
 
 #: A layer whose forward mask keeps at most this fraction of W has t reset to 0.
 RESET_DENSITY = 0.01
@@ -225,7 +221,14 @@ def backward_mask(dWs: Sequence[np.ndarray], us: Sequence[np.ndarray], scale: fl
 # Every function below takes a weight W in PyTorch's layout (a conv weight
 # keeps its 4-D shape) and counts its entries in C order ("flat index").
 # Where two entries tie, the one with the lower flat index is taken first.
+# They are listed in COMPARISON, not in __all__ (DFBST's rule, which
+# notebook 8 shows on one page).
 # ---------------------------------------------------------------------------
+
+#: The comparison methods' functions, in the order of this section.
+COMPARISON = ("erk_densities", "random_mask", "magnitude_mask", "gmp_density", "cosine_fraction",
+              "set_update", "rigl_update")
+
 
 def erk_densities(shapes: Sequence[Sequence[int]], density: float) -> List[float]:
     r"""Per-layer densities by Erdős–Rényi-kernel (ERK), overall ``density``.

@@ -215,3 +215,10 @@ def test_set_update_of_a_full_mask_changes_nothing():
     W_new, M_new = tb.set_update(W, M, 0.5, np.random.default_rng(0), lambda rng, n: np.ones(n))
     np.testing.assert_array_equal(M_new, M)
     np.testing.assert_array_equal(W_new, W)
+
+
+def test_comparison_lists_the_section_in_file_order():
+    import inspect
+    lines = [inspect.getsourcelines(getattr(tb, n))[1] for n in tb.COMPARISON]
+    assert lines == sorted(lines) and lines[0] > inspect.getsourcelines(tb.backward_mask)[1]
+    assert not set(tb.COMPARISON) & set(tb.__all__)
