@@ -67,10 +67,12 @@ def build_model(cfg: RunConfig, num_classes: int):
                  weight_grad=cfg.weight_grad, textbook=cfg.textbook)
 
 
-def build_trainer(cfg: RunConfig, model) -> Trainer:
+def build_trainer(cfg: RunConfig, model, steps_per_epoch=None) -> Trainer:
+    """The NumPy Trainer of ``cfg`` (``steps_per_epoch``: the run's, for a method's schedule)."""
     return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                    alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma)
+                   milestones=cfg.milestones, gamma=cfg.gamma, steps_per_epoch=steps_per_epoch,
+                   epochs=cfg.epochs)
 
 
 def overall_densities(per_layer: Dict[str, tuple]) -> Dict[str, float]:
@@ -199,10 +201,10 @@ def check_backend(cfg: RunConfig) -> None:
     return backend
 
 
-def trainer_for(cfg: RunConfig, num_classes: int):
+def trainer_for(cfg: RunConfig, num_classes: int, steps_per_epoch=None):
     """The backend that runs ``cfg``'s training steps (see the module docstring)."""
     backend = check_backend(cfg)
     model = build_model(cfg, num_classes)     # every backend's initial weights
     if backend is None:
-        return NumpyBackend(model, build_trainer(cfg, model))
+        return NumpyBackend(model, build_trainer(cfg, model, steps_per_epoch))
     return backend.make_backend(cfg, model, num_classes)
