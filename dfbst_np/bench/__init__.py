@@ -47,9 +47,12 @@ steps are timed round-robin (every round restores each variant's state,
 weights, thresholds, optimiser state, and runs a few steps of each), so
 that machine load falls on all of them alike. Reported per variant: the
 median step time and its spread (25th and 75th percentiles, and the
-minimum), the time per part from separately instrumented steps (forward
-products, backward-data products, weight gradient, masks and thresholds,
-optimiser, and the rest: activations, pooling, im2col, loss, Python), the
+minimum), the process's CPU time per step (on a shared machine less
+disturbed than the wall time), the time per part from the steps of an
+instrumented twin (:mod:`dfbst_np.bench.parts`: forward products,
+backward-data products, weight gradient, masks and thresholds, optimiser,
+and the rest: activations, pooling, im2col, loss, clipping, Python), the
+mask work's least memory traffic against its time, the
 achieved GFLOP/s (FLOPs as SPEC's cost ledger counts them for what the
 variant computes: dense training 3 * 2 N numel(W); the exact mode 2 N nnz(M)
 forward and backward-data plus 2 N numel(W); the predicted mode 2 N |S| for

@@ -10,7 +10,8 @@ from .common import (BATCHES, DENSITIES, MODELS, PATHS, UNPINNED_DENSITIES, load
                      set_threads, torch_module)
 from .plots import plot
 from .report import defaults_table, markdown_table, parts_table, targets, write_csv
-from .timing import copy_bandwidth, part_times, peak_memory, summarise, time_round_robin
+from .parts import part_times
+from .timing import copy_bandwidth, peak_memory, summarise, time_round_robin
 from .unpinned import run_unpinned
 from .variants import build_variants
 
@@ -49,7 +50,7 @@ def run(models: Sequence[str] = MODELS, batches: Sequence[int] = BATCHES,
             variants = build_variants(model_name, batch, densities, paths, with_torch)
             time_round_robin(variants, warmup, rounds, steps)
             for v in variants:
-                parts = part_times(v, part_steps) if v.impl == "dfbst_np" else {}
+                parts = part_times(v.twin(), part_steps) if v.twin is not None else {}
                 rows.append(summarise(v, model_name, batch, threads, parts, peak_memory(v)))
             log(f"{model_name} batch {batch}: {len(variants)} variants, "
                 f"{time.perf_counter() - t0:.0f} s")
@@ -143,7 +144,8 @@ def run_cli(args) -> int:
         print()
         print(f"Library defaults (a process with nothing pinned; threads outside a step "
               f"{result['unpinned_threads']}) against {args.threads} pinned thread(s); "
-              f"median ms (threads in the step):")
+              f"median ms (threads in the step; 1/2: one, and two for a product large enough "
+              f"to share):")
         print(defaults_table(rows))
     for key, what in (("median_ms", "median step times"),
                       ("min_ms", "fastest step of each variant, the closest to an idle machine "

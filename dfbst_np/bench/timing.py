@@ -1,4 +1,5 @@
-"""How the variants are timed: interleaved rounds, the time per part, peak memory."""
+"""How the variants are timed: interleaved rounds, peak memory, the summary row (the time
+per part is :mod:`dfbst_np.bench.parts`)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +13,6 @@ from typing import Callable, Dict, Sequence
 
 import numpy as np
 
-from ..sparse import kernels, masked as masked_mod
-from ..train import trainer as trainer_mod
-from ..train.trainer import Trainer
 from .common import PARTS, torch_module
 from .variants import Variant
 
@@ -35,81 +33,6 @@ def time_round_robin(variants: Sequence[Variant], warmup: int, rounds: int, step
                 v.times.append(time.perf_counter() - t0)
                 v.cpu_times.append(time.process_time() - c0)
         progress(f"round {r + 1}/{rounds}")
-
-
-class _PartTimer:
-    def __init__(self):
-        self.acc = dict.fromkeys(PARTS, 0.0)
-
-    def wrap(self, part, fn):
-        acc = self.acc
-        perf = time.perf_counter
-
-        def wrapped(*args, **kwargs):
-            t0 = perf()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                acc[part] += perf() - t0
-        return wrapped
-
-
-@contextmanager
-def _instrumented(v: Variant, timer: _PartTimer):
-    """Patch the step's building blocks so that each reports its time to ``timer``."""
-    from ..nn import linear as nn_linear
-    tr = v.trainer
-    patches = [
-        (kernels, "prepare_weight", "forward"),
-        (kernels.MaskedWeight, "forward", "forward"),
-        (kernels.MaskedWeight, "backward_data", "backward_data"),
-        (nn_linear.WeightLayer, "_weight_product", "forward"),
-        (kernels, "dense_backward_data", "backward_data"),
-        (kernels, "dense_forward_t", "forward"),
-        (kernels, "dense_backward_data_t", "backward_data"),
-        (kernels.MaskedWeight, "forward_t", "forward"),
-        (kernels.MaskedWeight, "backward_data_t", "backward_data"),
-        (kernels, "weight_gradient", "weight_grad"),
-        (kernels, "weight_gradient_t", "weight_grad"),
-        (kernels, "sampled_product_csr", "weight_grad"),
-        (masked_mod.MaskedLayer, "_predicted_support", "weight_grad"),
-        (masked_mod, "forward_mask", "masks"),
-        (masked_mod, "layer_grads", "masks"),
-        (trainer_mod, "threshold_penalty", "masks"),
-        (Trainer, "_apply_backward_mask", "masks"),
-        (Trainer, "_checked_norm", "optimiser"),
-        (trainer_mod, "clip_grad_norm", "optimiser"),
-    ]
-    saved = []
-    try:
-        for owner, attr, part in patches:
-            original = owner.__dict__[attr]
-            saved.append((owner, attr, original))
-            fn = original.__func__ if isinstance(original, staticmethod) else original
-            wrapped = timer.wrap(part, fn)
-            setattr(owner, attr, staticmethod(wrapped) if isinstance(original, staticmethod) else wrapped)
-        opt_step = tr.optimizer.step
-        tr.optimizer.step = timer.wrap("optimiser", opt_step)
-        yield
-    finally:
-        for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
-        tr.optimizer.__dict__.pop("step", None)
-
-
-def part_times(v: Variant, steps: int) -> Dict[str, float]:
-    """Mean seconds per step of each part (``other``: the rest of the step)."""
-    timer = _PartTimer()
-    v.restore()
-    total = 0.0
-    with _instrumented(v, timer):
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            v.step()
-            total += time.perf_counter() - t0
-    parts = {k: val / steps for k, val in timer.acc.items()}
-    parts["other"] = max(0.0, total / steps - sum(parts[k] for k in PARTS if k != "other"))
-    return parts
 
 
 # What torch writes to stderr (file descriptor 2, from C++) around every memory-profiled

@@ -43,7 +43,8 @@ def unpinned_variants(setting: str, impl: str, model_name: str, batch: int,
             v.threads = torch_module().get_num_threads()
         elif setting == "library defaults":
             v = numpy_variant(model_name, "dfbst", "auto", d, batch, data)
-            v.threads = STEP_THREADS
+            every = blas_thread_count()         # what a product of runtime.SHARE_MACS or more gets
+            v.threads = f"{STEP_THREADS}/{every}" if every > STEP_THREADS else STEP_THREADS
         else:
             every = blas_thread_count()
             v = numpy_variant(model_name, "dfbst", "auto", d, batch, data, blas_threads=every)

@@ -13,11 +13,12 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from .. import models as np_models
+from .. import methods, models as np_models
 from ..sparse.ledger import LayerCost
 from ..sparse.masked import masked_layers
 from ..train.trainer import Trainer
 from .common import INPUT_SHAPE, RECIPE, torch_module
+from .parts import PartTimer, timed_implementation
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Variant:
     flops: Callable[[], float] = lambda: float("nan")
     densities: Callable[[], tuple] = lambda: (float("nan"), float("nan"))
     trainer: Optional[Trainer] = None
+    timer: Optional[PartTimer] = None   # an instrumented variant's (see dfbst_np.bench.parts)
+    twin: Optional[Callable[[], "Variant"]] = None   # builds the instrumented copy
     setting: str = "pinned"       # or "library defaults" / "no thread limit" (UNPINNED)
     threads: Optional[int] = None  # BLAS (torch) threads inside the step when not the run's pin
     times: List[float] = field(default_factory=list)
@@ -113,11 +116,19 @@ def _np_densities(tr: Trainer) -> tuple:
 
 
 def numpy_variant(model_name, method, path, density, batch, data, weight_grad="exact",
-                  name: Optional[str] = None, **trainer_kw) -> Variant:
+                  name: Optional[str] = None, instrumented: bool = False, **trainer_kw) -> Variant:
     """A dfbst_np step of ``method`` on kernel ``path``; ``trainer_kw`` go to :class:`Trainer`
-    (e.g. ``textbook=True``, ``blas_threads``); ``name`` overrides the variant's name."""
+    (e.g. ``blas_threads``; ``textbook=True`` builds the model with the method's textbook
+    implementation); ``name`` overrides the variant's name. ``instrumented``: the model's
+    implementation object is wrapped so that its hooks report their time
+    (:mod:`dfbst_np.bench.parts`); the variant's ``twin`` builds such a copy of it."""
     x, y = data
-    model = np_models.build(model_name, method=method, dtype=np.float32, kernel_path=None
+    textbook = trainer_kw.pop("textbook", False)
+    impl = methods.implementation(method, "textbook" if textbook else "fast")
+    timer = PartTimer()
+    # the parts are timed on a twin built with this implementation wrapped
+    impl = timed_implementation(impl, timer) if instrumented else impl
+    model = np_models.build(model_name, method=impl, dtype=np.float32, kernel_path=None
                             if path == "-" else path, rng=np.random.default_rng(7),
                             weight_grad=weight_grad)
     if method != "dense":
@@ -135,23 +146,28 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
     snapshot = _np_snapshot(tr)
     if name is None:
         name = method + ("-predicted" if weight_grad == "predicted" else "")
+    args = (model_name, method, path, density, batch, data, weight_grad, name)
+    kw = dict(trainer_kw, textbook=textbook)
     return Variant("dfbst_np", name, path, density if method != "dense" else 1.0, step,
                    lambda: _np_restore(tr, snapshot),
                    flops=lambda: _np_flops(tr, weight_grad == "predicted"),
-                   densities=lambda: _np_densities(tr), trainer=tr)
+                   densities=lambda: _np_densities(tr), trainer=tr,
+                   timer=timer if instrumented else None,
+                   twin=lambda: numpy_variant(*args, instrumented=True, **kw))
 
 
 def _np_snapshot(tr: Trainer):
     import copy
     layers = {name: layer.backward_mask for name, layer in tr.layers}
-    return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
+    return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.method_state), layers)
 
 
 def _np_restore(tr: Trainer, snapshot) -> None:
+    import copy
     state, optim, prev, layers = snapshot
     tr.model.load_state_dict(state)
     tr.optimizer.load_state_dict(optim)
-    tr.prev = prev
+    tr.method_state = copy.deepcopy(prev)    # the steps change it in place: keep the snapshot intact
     for name, layer in tr.layers:
         layer.set_backward_mask(layers[name])
 
