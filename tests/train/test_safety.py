@@ -6,6 +6,7 @@ folder changed. In-process calls of ``main`` prove "no traceback" by
 returning at all (an exception would fail the test); the subprocess tests
 look at stderr.
 """
+import dataclasses
 import json
 import shutil
 import signal
@@ -368,10 +369,10 @@ def test_threads_recorded_and_a_change_warns(run_dir, capsys):
 
 def test_api_validates_configs(tmp_path):
     cfg = default_config(batch_size=0)
-    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+    with pytest.raises(ConfigError, match="batch_size must be an integer from 1 to"):
         Run(cfg, tmp_path / "x")
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"test_batch_size": 0}))
+    path.write_text(json.dumps({**dataclasses.asdict(default_config()), "test_batch_size": 0}))
     with pytest.raises(ConfigError, match=f"{path}: test_batch_size"):
         RunConfig.load(path)
     with pytest.raises(DfbstError, match="does not exist"):
