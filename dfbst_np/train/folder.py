@@ -255,7 +255,7 @@ def lock_folder(out, doing: str) -> FolderLock:
             raise
         if not _try_lock(fd):
             try:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "starting"
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "starting"
             except OSError:
                 holder = "unknown"
             os.close(fd)
@@ -269,7 +269,7 @@ def lock_folder(out, doing: str) -> FolderLock:
         raise FolderInUseError(f"{out}: could not take the folder's lock; try again")
     try:                            # who holds it, for the other writers' message (best effort)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}, {doing}\n".encode(), 0)
+        os.write(fd, f"{os.getpid()}, {doing}\n".encode())
     except OSError:
         pass
     lock = _HELD[_key(out)] = FolderLock(out, fd)
@@ -399,8 +399,10 @@ def resume_history(out, ck_rows: Optional[List[Row]], epoch: int) -> Tuple[List[
     if ck_rows is not None:
         n = min(len(rows), epoch)
         if not _same(rows[:n], ck_rows[:n]):
-            raise RunFolderError(f"{path} differs from the history in {out / CHECKPOINT}; move "
-                                 f"{path} aside and resume again to rebuild it from the checkpoint")
+            raise RunFolderError(f"{path} differs from the history in {out / CHECKPOINT} (one "
+                                 f"was edited, or comes from another run); if the checkpoint is "
+                                 f"this run's, move {path} aside and resume again to rebuild it "
+                                 f"from there, else put back the run's own checkpoint")
         if len(rows) > epoch:
             raise RunFolderError(
                 f"{path} holds epochs 1 to {len(rows)} but {out / CHECKPOINT} only {epoch}: "

@@ -155,6 +155,14 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
         # Checked elsewhere: the history by history_rows, the meta strings by _check_meta.
         checked = {"history/columns", "history/values"} | {f"meta/{k}" for k in META_FIELDS}
         template = self.state_arrays()
+        want, got = template["sched/milestones"], headers.get("sched/milestones")
+        if got is not None and got.shape != want.shape and len(got.shape) == 1 \
+                and got.shape[0] <= 1000 and got.dtype.kind in "iu":    # small: read it to say so
+            value = load_checkpoint(path, ["sched/milestones"])["sched/milestones"].tolist()
+            raise CheckpointError(
+                f"{path}: entry 'sched/milestones' is {value} but milestones in config.json is "
+                f"{list(self.cfg.milestones)}; the checkpoint does not belong to this run's "
+                f"settings: put back the run's own config.json or checkpoint")
         required = {k: v for k, v in template.items() if k not in checked}
         check_entries(path, {k: v for k, v in headers.items() if k not in checked}, required,
                       self.backend.optional_state())
@@ -178,9 +186,10 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
         cfg = self.cfg
         for key, setting in SETTING_ENTRIES.items():
             if not np.array_equal(ck[key], template[key]):
+                value = getattr(cfg, setting)
                 raise CheckpointError(
                     f"{path}: entry {key!r} is {ck[key].tolist()!r} but {setting} in config.json "
-                    f"is {getattr(cfg, setting)!r}; the checkpoint does not belong to this "
+                    f"is {list(value) if isinstance(value, tuple) else value!r}; the checkpoint does not belong to this "
                     f"run's settings: put back the run's own config.json or checkpoint")
         for key in ("optim/dampening", "optim/nesterov"):
             if key in template and not np.array_equal(ck[key], template[key]):
