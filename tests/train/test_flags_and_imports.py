@@ -1,7 +1,6 @@
 """Bad values up front, a broken PyTorch and Ctrl-C while loading (issue 22): one line, exit 2
 (130 for Ctrl-C), nothing written."""
 import os
-import subprocess
 import sys
 from pathlib import Path
 
