@@ -187,10 +187,11 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
         for key, setting in SETTING_ENTRIES.items():
             if not np.array_equal(ck[key], template[key]):
                 value = getattr(cfg, setting)
+                value = list(value) if isinstance(value, tuple) else value
                 raise CheckpointError(
                     f"{path}: entry {key!r} is {ck[key].tolist()!r} but {setting} in config.json "
-                    f"is {list(value) if isinstance(value, tuple) else value!r}; the checkpoint does not belong to this "
-                    f"run's settings: put back the run's own config.json or checkpoint")
+                    f"is {value!r}; the checkpoint does not belong to this run's settings: put "
+                    f"back the run's own config.json or checkpoint")
         for key in ("optim/dampening", "optim/nesterov"):
             if key in template and not np.array_equal(ck[key], template[key]):
                 raise CheckpointError(f"{path}: entry {key!r} is {ck[key].tolist()!r}, but this "
@@ -245,7 +246,9 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
 
     def _check_space(self) -> None:
         """Refuse to start (before writing anything) where a checkpoint would not fit."""
-        need = sum(v.nbytes for v in self.state_arrays().values()) + SPACE_MARGIN
+        arrays = self.state_arrays()
+        later = {k: v for k, v in self.backend.optional_state().items() if k not in arrays}
+        need = sum(v.nbytes for v in (*arrays.values(), *later.values())) + SPACE_MARGIN
         folder = self.out
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
