@@ -412,3 +412,125 @@ def test_reference_step_is_the_trainers_step():
                                        err_msg=f"{key} after epoch {epoch} index {index}")
         np.testing.assert_allclose(prev, trainer.prev.grad_u[0], rtol=1e-10, atol=1e-16)
     assert np.any(p["u"] != 0)          # u did train, so its one-step-late rule was exercised
+
+
+# -- the teacher's kit: masters -> student release + otter-grader autograder ----------------------
+
+KIT_WRONG = {   # exercise -> (a wrong answer's source, the cases it must lose, a hint in the failure)
+    "e1_forward_mask": ("def forward_mask(W, t, method):\n    return tb.forward_mask(W, t, method)\n",
+                        None, "calls dfbst_np.textbook.forward_mask"),
+    "e4_training_step": (None, {"epoch 2, index 1", "epoch 3, index 1", "epoch 2, index 1, clipping does not fire",
+                                "epoch 2, index 1, reset: t too large"}, "not from index 2 on"),
+}
+
+
+def _defs(nb):
+    """The setup cell and the function cells of a notebook, as one source (no test or check cells)."""
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                     and (c.source.startswith(("import numpy", "def ")) and "test_case_" not in c.source))
+
+
+def test_the_release_script_makes_a_student_version_without_answers_and_an_autograder_that_grades(tmp_path):
+    """scripts/release_exercises.py (otter assign on each master): the student notebook has the
+    stub and no line of the answer; the autograder's tests (1 point per checker case) give full
+    points to the answer and lose the right cases on wrong answers; `otter run` on a student's
+    notebook with the answer filled in scores full points end to end."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    from otter.test_files import ExceptionTestFile
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "release"
+    done = subprocess.run([sys.executable, "scripts/release_exercises.py", str(out), "--no-run-tests"],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    masters = sorted((root / "notebooks/exercises/master").glob("*.ipynb"))
+    assert [m.stem for m in masters] == ["e1_forward_mask", "e2_ste_and_gradient_rule", "e3_backward_mask",
+                                         "e4_training_step"]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        from release_exercises import leaked, solution_lines
+    finally:
+        sys.path.remove(str(root / "scripts"))
+
+    for master_path in masters:
+        stem = master_path.stem
+        master = nbformat.read(master_path, as_version=4)
+        student = nbformat.read(out / stem / "student" / f"{stem}.ipynb", as_version=4)
+        student_code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
+        assert len(solution_lines(master)) >= 5 and leaked(master, student) == []
+        assert "raise NotImplementedError" in student_code and "BEGIN SOLUTION" not in student_code
+        tests = sorted((out / stem / "autograder" / "tests").glob("*.py"))
+        assert tests and sorted((out / stem / "autograder").glob("*.zip"))
+
+        def grade(source):
+            scope = {}
+            exec(source, scope)
+            files = [ExceptionTestFile.from_file(str(t)) for t in tests]
+            for f in files:
+                f.run(scope)
+            return files
+
+        for f in grade(_defs(master)):          # the answer: every case, 1 point each
+            assert f.possible == len(f.test_cases) >= 3 and f.score == f.possible, f.summary()
+        if stem in KIT_WRONG:
+            wrong, lost, hint = KIT_WRONG[stem]
+            source = _defs(master)
+            if wrong is None:                     # exercise 4: the beta term from batch index 2
+                source = source.replace("index != 0", "index >= 2")
+                assert "index >= 2" in source
+            else:
+                source = source.split("def ", 1)[0] + wrong
+            (f,) = grade(source)
+            failed = {r.test_case.success_message.split("'")[1] for r in f.test_case_results if not r.passed}
+            assert failed == (lost if lost is not None else
+                              {r.test_case.success_message.split("'")[1] for r in f.test_case_results})
+            assert all(hint in r.message for r in f.test_case_results if not r.passed)
+
+    # end to end: a student's notebook with the answer filled in, graded by `otter run` with the zip
+    stem = "e1_forward_mask"
+    student = nbformat.read(out / stem / "student" / f"{stem}.ipynb", as_version=4)
+    answer = next(c.source for c in nbformat.read(out / stem / "autograder" / f"{stem}.ipynb", as_version=4).cells
+                  if c.cell_type == "code" and c.source.startswith("def forward_mask"))
+    for cell in student.cells:
+        if cell.cell_type == "code" and cell.source.startswith("def forward_mask"):
+            cell.source = answer
+    submission = tmp_path / "submission" / f"{stem}.ipynb"
+    submission.parent.mkdir()
+    nbformat.write(student, submission)
+    (zip_path,) = (out / stem / "autograder").glob("*.zip")
+    graded = tmp_path / "graded"
+    graded.mkdir()
+    done = subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(zip_path), "-o", str(graded),
+                           "--no-logo", str(submission)], cwd=submission.parent, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+    results = json.loads((graded / "results.json").read_text())
+    (scored,) = [t for t in results["tests"] if t["name"] == "forward_mask"]
+    assert scored["score"] == scored["max_score"] == len(fm_ex._cases())
+
+
+def test_the_committed_notebooks_are_what_the_generator_writes():
+    """Exercises, solutions and masters come from scripts/make_exercise_notebooks.py: no drift."""
+    import sys
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import make_exercise_notebooks as gen
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    for ex in gen.EXERCISES:
+        for folder, nb in [("", gen.build(ex, False)), ("solutions", gen.build(ex, True)),
+                           ("master", gen.build_master(ex))]:
+            committed = nbformat.read(root / "notebooks/exercises" / folder / ex["file"], as_version=4)
+            assert [(c.cell_type, c.source) for c in committed.cells] == \
+                   [(c.cell_type, c.source) for c in nb.cells], (folder, ex["file"])
