@@ -233,6 +233,7 @@ def _lg(ste_factor=lambda W: np.abs(W), dt_sign=-1.0, s_rule="s", dense_dt=None,
 WRONG_E2_H = [
     (h_calls_the_textbook, "calls dfbst_np.textbook.h"),
     (lambda x: h(x) + 1j, "h(x) is complex"),
+    (lambda x: {}["h"], "your function raised KeyError: 'h'"),
     (lambda x: np.where(x <= 0.4, 2 - 4 * x, np.where(x <= 1, 0.4, 0.0)), "h must be symmetric"),
     (lambda x: np.where(np.abs(x) <= 0.4, 2 - 4 * np.abs(x), 0.0), "missing its long tail"),
     (lambda x: np.where(np.abs(x) <= 0.4, 2 - 4 * np.abs(x), np.where(np.abs(x) < 1, 0.4, 0.0)), "h(1) = 0.4"),
