@@ -18,8 +18,10 @@ through hooks that PyTorch offers for exactly this:
   momentum buffers the step starts from, through torch's global optimiser
   step hooks (``torch.optim.optimizer.register_optimizer_step_pre_hook``),
   so the optimiser can live anywhere in the user's code;
-* ``update``: the momentum buffers after the optimiser step (post hook); the
-  caller reads the parameters once the step has returned.
+* ``update``: the momentum buffers once the step has returned (read from
+  every optimiser seen stepping, so a buffer the step changes after
+  ``opt.step()``, e.g. multiplied by D, is what is recorded); the caller
+  reads the parameters then too.
 
 Everything is recorded under the torch model's own names; translating them
 is the caller's business.
@@ -80,6 +82,7 @@ class StepCapture:
         self.momentum_before: Dict[str, torch.Tensor] = {}
         self.momentum_after: Dict[str, torch.Tensor] = {}
         self.optimizer_steps = 0
+        self.optimizers: list = []
         self.returned = None
 
     # -- hooks -------------------------------------------------------------
@@ -109,6 +112,8 @@ class StepCapture:
         if not owned:
             return
         self.optimizer_steps += 1
+        if not any(o is optimizer for o in self.optimizers):
+            self.optimizers.append(optimizer)
         if self.used_grads is None:
             self.used_grads = {}
         for name, p in owned:
@@ -122,6 +127,9 @@ class StepCapture:
     def _on_step_post(self, optimizer, args, kwargs) -> None:
         if not self._active:
             return
+        self._read_momentum(optimizer)
+
+    def _read_momentum(self, optimizer) -> None:
         for name, p in self._own_params(optimizer):
             buf = optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
@@ -168,6 +176,9 @@ class StepCapture:
         finally:
             torch.autograd.backward = backward
             self._active = False
+        for optimizer in self.optimizers:
+            # what the step left, after anything it did past opt.step()
+            self._read_momentum(optimizer)
         if self.optimizer_steps == 0:
             # No torch.optim optimiser stepped: the gradients left in .grad are
             # the best record of what was applied.

@@ -94,7 +94,35 @@ def _read_update(first: Divergence, before, ours, theirs, settings, lr) -> str:
     return "the optimiser update (SGD with momentum and weight decay, learning rate)"
 
 
-def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, method) -> str:
+def _thresholds(before) -> Dict[str, np.ndarray]:
+    return {k: v for k, v in before.items() if k.endswith(".threshold")}
+
+
+def _alpha_abs_loss(before, alpha: float) -> float:
+    """How much alpha * sum exp(-|t|) exceeds SPEC's alpha * sum exp(-t)."""
+    return alpha * sum(float(np.sum(np.exp(-np.abs(t)) - np.exp(-t))) for t in _thresholds(before).values())
+
+
+def _read_dt_alpha(diff: np.ndarray, t: np.ndarray, alpha: float) -> str:
+    """The alpha term's rule that explains dt(theirs) - dt(ours), or ''."""
+    if not alpha or not diff.size:
+        return ""
+    # torch's abs has derivative 0 at 0, hence sign(0) = 0 here
+    hypotheses = {
+        "the alpha term is alpha * sum exp(-|t|) in your code; SPEC's is alpha * sum exp(-t) "
+        "(t itself, no abs)": alpha * (np.exp(-t) - np.sign(t) * np.exp(-np.abs(t))),
+        "dt lacks the alpha term's gradient -alpha * exp(-t)": alpha * np.exp(-t),
+        "the alpha term's gradient has the wrong sign (SPEC: -alpha * exp(-t))": 2 * alpha * np.exp(-t),
+    }
+    for reading, expected in hypotheses.items():
+        scale = float(np.abs(expected).max(initial=0.0))
+        if scale and float(np.abs(diff - expected).max()) <= 1e-4 * scale:
+            return reading
+    return ""
+
+
+def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, method,
+               alpha: float = 0.0) -> str:
     q, layer = first.quantity, first.layer
     if q.endswith(".dthreshold"):
         if first.note.startswith("present only in your code"):
@@ -108,6 +136,9 @@ def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, m
     if q.endswith(".threshold") and f"{layer}.weight" not in names:
         t = before.get(f"{layer}.threshold")
         diff = theirs["grad"][q] - ours["grad"][q]
+        alpha_reading = _read_dt_alpha(diff, t, alpha) if t is not None else ""
+        if alpha_reading:
+            return alpha_reading
         ratio = diff / np.exp(-t) if t is not None else None
         if ratio is not None and ratio.size and ratio[0] != 0 and _close(ratio, np.full_like(ratio, ratio[0])):
             return "dt differs by a multiple of exp(-t): the alpha term alpha * sum exp(-t)"
@@ -121,9 +152,39 @@ def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, m
     return f"the gradient of {q} (the backward of the loss)"
 
 
+#: Relative errors up to this are the size float32 rounding leaves in a
+#: float64 run (masks made by ``.float()``: SPEC, "Float32 masks").
+FLOAT32_SIZE = 1e-5
+
+
+def _read_start(first: Divergence, ours, theirs, prev_masks) -> str:
+    q = first.quantity
+    where = ("changed after the previous step's optimiser update and before this step's (your "
+             "step after opt.step() or before it, or your loop)")
+    if q.endswith(".momentum_buffer"):
+        param = q[:-len(".momentum_buffer")]
+        D = prev_masks.get(f"{layer_of(param)}.dmask") if param.endswith(".weight") else None
+        left, now = ours["start"].get(q), theirs["start"].get(q)
+        if D is not None and left is not None and now is not None and \
+                _close(now, left * D.reshape(left.shape), 1e-9) and not _close(now, left, 1e-9):
+            return (f"the momentum buffer of {param} was multiplied by D outside the optimiser's "
+                    "step; SPEC's buffers change only in SGD's update, which gets dW * D")
+        return (f"the momentum buffer of {param} was {where}; SPEC's buffers change only in "
+                "the optimiser's update")
+    return f"{q} was {where}; SPEC changes parameters only in the optimiser's update"
+
+
 def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarray], ours, theirs,
-            stats, settings, method: str, prev_V: Optional[float], lr: float) -> None:
-    """Set ``first.layer`` (for network-level quantities) and ``first.reading``."""
+            stats, settings, method: str, prev_V: Optional[float], lr: float,
+            mask_dtype: str = "", twin_f32: Optional[bool] = False,
+            f32_hints=("float32_masks=True", "float32_masks=False"), prev_masks=None) -> None:
+    """Set ``first.layer`` (for network-level quantities) and ``first.reading``.
+
+    A reading is hedged by size: a difference of float32 rounding's size
+    (max relative error <= :data:`FLOAT32_SIZE`) in a comparison that is not
+    0/1 first asks whether the user's masks are float32, since that, not a
+    rule, is the usual cause; the rule that would fit otherwise follows.
+    """
     stage, q = first.stage, first.quantity
     if first.layer is None:
         first.layer = _first_layer(bad, ".mask" if q == "logits" else None) or _first_layer(bad)
@@ -146,10 +207,16 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
                 reading = "the beta term is missing from your loss (epoch >= 2, index != 0)"
             elif stats.alpha_term and abs(diff + stats.alpha_term) <= 1e-6 * stats.alpha_term:
                 reading = "the alpha term alpha * sum exp(-t) is missing from your loss"
+            elif (abs_gap := _alpha_abs_loss(before, settings["alpha"])) and \
+                    abs(diff - abs_gap) <= 1e-6 * abs(abs_gap):
+                reading = ("the alpha term is alpha * sum exp(-|t|) in your loss; SPEC's is "
+                           "alpha * sum exp(-t) (t itself: they differ where t < 0)")
             else:
                 reading = f"the loss differs by {diff:.6g} while the logits agree: CE, alpha or beta term"
+        elif stage == "start":
+            reading = _read_start(first, ours, theirs, prev_masks or {})
         elif stage == "grad":
-            reading = _read_grad(first, bad, ours, theirs, before, method)
+            reading = _read_grad(first, bad, ours, theirs, before, method, settings["alpha"])
         elif stage == "mask" and q.endswith(".dmask"):
             reading = _read_dmask(first.layer, ours, theirs, before)
         elif stage == "mask":
@@ -161,4 +228,13 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
     except (KeyError, ValueError):
         # a reading is a hint; quantities it needs may be absent on one side
         reading = ""
+    if first.stage not in ("mask", "start") and not first.note and 0 < first.max_rel <= FLOAT32_SIZE:
+        used = f" (this run's twin: {mask_dtype})" if mask_dtype else ""
+        if twin_f32:
+            ask, hint = "float64, not float32 as the twin's", f32_hints[1]
+        else:
+            ask, hint = "float32, as (x > 0).float() makes them", f32_hints[0]
+        reading = (f"small, {first.max_rel:.1e} relative, the size of float32 rounding: are your "
+                   f"masks {ask}{used}? If so, pass {hint}"
+                   + (f"; if not: {reading}" if reading else ""))
     first.reading = f"{layer_of(q) or q}: {reading}" if reading and first.layer is None else reading
