@@ -94,13 +94,24 @@ def _read_update(first: Divergence, before, ours, theirs, settings, lr) -> str:
     return "the optimiser update (SGD with momentum and weight decay, learning rate)"
 
 
-def _thresholds(before) -> Dict[str, np.ndarray]:
-    return {k: v for k, v in before.items() if k.endswith(".threshold")}
+def _t_in_step(before, layer: str, method: str) -> Optional[np.ndarray]:
+    """t as the step used it: after the reset rule of the forward (t = 0 there)."""
+    t = before.get(f"{layer}.threshold")
+    W = before.get(f"{layer}.weight")
+    if t is None or W is None or method == "dense":
+        return t
+    return tb.forward_mask(_rows(W), t, method)[1]
 
 
-def _alpha_abs_loss(before, alpha: float) -> float:
+def _thresholds(before, method: str) -> Dict[str, np.ndarray]:
+    return {k: _t_in_step(before, k[:-len(".threshold")], method)
+            for k in before if k.endswith(".threshold")}
+
+
+def _alpha_abs_loss(before, alpha: float, method: str) -> float:
     """How much alpha * sum exp(-|t|) exceeds SPEC's alpha * sum exp(-t)."""
-    return alpha * sum(float(np.sum(np.exp(-np.abs(t)) - np.exp(-t))) for t in _thresholds(before).values())
+    return alpha * sum(float(np.sum(np.exp(-np.abs(t)) - np.exp(-t)))
+                       for t in _thresholds(before, method).values())
 
 
 def _read_dt_alpha(diff: np.ndarray, t: np.ndarray, alpha: float) -> str:
@@ -113,6 +124,8 @@ def _read_dt_alpha(diff: np.ndarray, t: np.ndarray, alpha: float) -> str:
         "(t itself, no abs)": alpha * (np.exp(-t) - np.sign(t) * np.exp(-np.abs(t))),
         "dt lacks the alpha term's gradient -alpha * exp(-t)": alpha * np.exp(-t),
         "the alpha term's gradient has the wrong sign (SPEC: -alpha * exp(-t))": 2 * alpha * np.exp(-t),
+        "the alpha term is alpha * sum exp(t) in your code; SPEC's is alpha * sum exp(-t)":
+            alpha * (np.exp(t) + np.exp(-t)),
     }
     for reading, expected in hypotheses.items():
         scale = float(np.abs(expected).max(initial=0.0))
@@ -134,7 +147,7 @@ def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, m
         return "the beta term: d(beta V_prev)/du through the estimator h of D"
     names = {r.quantity for r in bad if r.stage == "grad" and r.layer == layer}
     if q.endswith(".threshold") and f"{layer}.weight" not in names:
-        t = before.get(f"{layer}.threshold")
+        t = _t_in_step(before, layer, method)
         diff = theirs["grad"][q] - ours["grad"][q]
         alpha_reading = _read_dt_alpha(diff, t, alpha) if t is not None else ""
         if alpha_reading:
@@ -151,6 +164,12 @@ def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, m
                 "|W| h(|W| - |t|) (the estimator h or the mask's derivative)")
     return f"the gradient of {q} (the backward of the loss)"
 
+
+#: Readings that name a place, not a rule that the numbers were checked against:
+#: a small error's float32 question comes before them.
+GENERIC = ("the loss differs by", "dt: -s(t)", "the gradient of", "the forward differs",
+           "the optimiser update", "the gradients the optimiser applied", "the weight gradients",
+           "the beta term: d(beta", "M = H(", "the backward mask D", "dW differs while")
 
 #: Relative errors up to this are the size float32 rounding leaves in a
 #: float64 run (masks made by ``.float()``: SPEC, "Float32 masks").
@@ -207,7 +226,7 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
                 reading = "the beta term is missing from your loss (epoch >= 2, index != 0)"
             elif stats.alpha_term and abs(diff + stats.alpha_term) <= 1e-6 * stats.alpha_term:
                 reading = "the alpha term alpha * sum exp(-t) is missing from your loss"
-            elif (abs_gap := _alpha_abs_loss(before, settings["alpha"])) and \
+            elif (abs_gap := _alpha_abs_loss(before, settings["alpha"], method)) and \
                     abs(diff - abs_gap) <= 1e-6 * abs(abs_gap):
                 reading = ("the alpha term is alpha * sum exp(-|t|) in your loss; SPEC's is "
                            "alpha * sum exp(-t) (t itself: they differ where t < 0)")
@@ -228,7 +247,8 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
     except (KeyError, ValueError):
         # a reading is a hint; quantities it needs may be absent on one side
         reading = ""
-    if first.stage not in ("mask", "start") and not first.note and 0 < first.max_rel <= FLOAT32_SIZE:
+    if first.stage not in ("mask", "start") and not first.note and 0 < first.max_rel <= FLOAT32_SIZE \
+            and (not reading or reading.startswith(GENERIC)):
         used = f" (this run's twin: {mask_dtype})" if mask_dtype else ""
         if twin_f32:
             ask, hint = "float64, not float32 as the twin's", f32_hints[1]

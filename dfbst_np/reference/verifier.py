@@ -251,7 +251,8 @@ def apply_stress(params: Mapping[str, torch.Tensor], method: str) -> Dict[str, s
       passes them; every other entry sits near t (|x| <= 0.4); t of both
       signs (alternating by row);
     * u: x = |Ghat| - u: u_i = 0.5 / fan_in (D drops a row's smaller half,
-      |x| <= 0.4), except row 1 at 0.7 and row 3 at 1.5;
+      |x| <= 0.4), except row 1 at 0.7, row 3 at 1.5 and row 4 at
+      -0.5 / fan_in (u < 0: D keeps the whole row);
     * the largest masked layer keeps 3 % of its weights (between the reset
       density 1 % and 5 %), another has every |t_i| above the row's |W|
       (the reset fires), the rest keep 70 % (t at the row's 30th percentile).
@@ -302,7 +303,8 @@ def apply_stress(params: Mapping[str, torch.Tensor], method: str) -> Dict[str, s
             u = params.get(f"{layer}.dthreshold")
             if u is not None:
                 u.fill_(0.5 / fan_in)
-                for row, x in zip(_rows_of(n_out, 1, 3), (STRESS_PLATEAU, STRESS_TAIL)):
+                for row, x in zip(_rows_of(n_out, 1, 3, 4), (STRESS_PLATEAU, STRESS_TAIL,
+                                                              -0.5 / fan_in)):
                     u[row] = x
     return done
 
@@ -720,7 +722,7 @@ class _Run:
         if self.method != "dense":
             keys += ["t < 0", "reset", "density 1-5 %"] + [f"h(t) {r}" for r in REGIONS]
         if self.method == "dfbst":
-            keys += ["D dropped entries"] + [f"h(u) {r}" for r in REGIONS]
+            keys += ["D dropped entries", "u < 0"] + [f"h(u) {r}" for r in REGIONS]
             keys += ["beta term on", "beta term off", "beta off after on"]
         if self.settings["clip_norm"] is not None:
             keys.append("clipping active")
@@ -757,6 +759,8 @@ class _Run:
             fired["D dropped entries"] = any(
                 np.any((masks[f"{n}.dmask"] == 0) & (grads[f"{n}.weight"] != 0))
                 for n in layers if f"{n}.dmask" in masks)
+            fired["u < 0"] = any(np.any(before[f"{n}.dthreshold"] < 0) for n in layers
+                                 if f"{n}.dthreshold" in before)
             on = any(f"{n}.dthreshold" in grads for n in layers)
             fired["beta term on"], fired["beta term off"] = on, not on
             fired["beta off after on"] = self.prev_beta and not on

@@ -33,7 +33,7 @@ from dfbst_np.reference.verifier import (DEFAULT_SCHEDULE, StepError, VerifyErro
 SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
           "vgg16": (3, 32, 32), "resnet18": (3, 16, 16)}
 ALL_BRANCHES = {"epoch 1", "epoch 2", "state carried between steps", "t < 0", "reset",
-                "density 1-5 %", "D dropped entries", "beta term on", "beta term off",
+                "density 1-5 %", "D dropped entries", "u < 0", "beta term on", "beta term off",
                 "beta off after on", "clipping active"} | {
     f"h({v}) {r}" for v in "tu" for r in ("|x| <= 0.4", "0.4 < |x| <= 1", "|x| > 1")}
 
