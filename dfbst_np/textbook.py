@@ -213,3 +213,197 @@ def backward_mask(dWs: Sequence[np.ndarray], us: Sequence[np.ndarray], scale: fl
     dV_du = [-(_mask_dtype(scale * dV_dg * dW, float32_masks) * h(z)).sum(axis=1)
              for dV_dg, dW, z in zip(dV_dgs, dWs, zs)]
     return Ds, gs, V, dV_du
+
+
+# ---------------------------------------------------------------------------
+# The comparison methods: GMP, SET and RigL (SPEC section 8)
+#
+# Every function below takes a weight W in PyTorch's layout (a conv weight
+# keeps its 4-D shape) and counts its entries in C order ("flat index").
+# Where two entries tie, the one with the lower flat index is taken first.
+# They are listed in COMPARISON, not in __all__ (DFBST's rule, which
+# notebook 8 shows on one page).
+# ---------------------------------------------------------------------------
+
+#: The comparison methods' functions, in the order of this section.
+COMPARISON = ("erk_densities", "random_mask", "magnitude_mask", "gmp_density", "cosine_fraction",
+              "set_update", "rigl_update")
+
+
+def erk_densities(shapes: Sequence[Sequence[int]], density: float) -> List[float]:
+    r"""Per-layer densities by Erdős–Rényi-kernel (ERK), overall ``density``.
+
+    Layer l with shape s (e.g. (out, in) or (out, in, kh, kw)) and
+    :math:`n_l = \prod s` weights keeps the fraction
+
+    .. math::
+        d_l = \varepsilon \, \frac{\sum s}{\prod s}, \qquad
+        \sum_{l \notin F} d_l\, n_l + \sum_{l \in F} n_l = \text{density} \sum_l n_l
+
+    where F is the set of layers set dense: a layer whose :math:`d_l` would
+    exceed 1 is set to 1 (put in F) and :math:`\varepsilon` is solved again
+    for the others, until none exceeds 1. Small layers (large
+    :math:`\sum s / \prod s`) are kept denser than large ones.
+
+    Returns the list of :math:`d_l` (floats in (0, 1]), in the order of ``shapes``.
+    """
+    sizes = [float(np.prod(s)) for s in shapes]
+    raw = [float(np.sum(s)) / n for s, n in zip(shapes, sizes)]
+    target = density * sum(sizes)
+    dense: set = set()
+    eps = 0.0
+    while True:
+        free = [l for l in range(len(sizes)) if l not in dense]
+        if not free:
+            break
+        budget = target - sum(sizes[l] for l in dense)
+        eps = budget / sum(raw[l] * sizes[l] for l in free)
+        over = [l for l in free if eps * raw[l] > 1]
+        if not over:
+            break
+        dense.update(over)
+    return [1.0 if l in dense else eps * raw[l] for l in range(len(sizes))]
+
+
+def random_mask(shape: Sequence[int], density: float, rng: np.random.Generator,
+                dtype=np.float64) -> np.ndarray:
+    r"""A mask keeping :math:`\operatorname{round}(\text{density} \cdot n)` entries chosen at random.
+
+    The kept flat indices are ``rng.choice(n, k, replace=False)`` (every set
+    of k entries equally likely).
+    """
+    n = int(np.prod(shape))
+    k = round(density * n)
+    M = np.zeros(n, dtype=dtype)
+    M[rng.choice(n, size=k, replace=False)] = 1
+    return M.reshape(shape)
+
+
+def magnitude_mask(W: np.ndarray, density: float) -> np.ndarray:
+    r"""The mask keeping the :math:`k = \operatorname{round}(\text{density} \cdot n)` entries of largest |W|.
+
+    .. math:: M_{ij} = 1 \iff |W_{ij}| \text{ is among the } k \text{ largest}
+
+    Entries are taken by decreasing |W|; among equal |W| the lower flat index
+    is kept first. M has W's shape and dtype.
+    """
+    k = round(density * W.size)
+    order = np.argsort(-np.abs(W).ravel(), kind="stable")
+    M = np.zeros(W.size, dtype=W.dtype)
+    M[order[:k]] = 1
+    return M.reshape(W.shape)
+
+
+def gmp_density(step: float, final: float, start: float, end: float,
+                initial: float = 1.0) -> float:
+    r"""Zhu and Gupta's gradual pruning schedule, as a density.
+
+    .. math::
+        d(t) = d_f + (d_i - d_f) \left(1 - \frac{t - t_0}{t_1 - t_0}\right)^3
+        \quad (t_0 \le t < t_1), \qquad d(t) = d_i \ (t < t_0), \qquad
+        d(t) = d_f \ (t \ge t_1)
+
+    with :math:`d_i` = ``initial``, :math:`d_f` = ``final``, :math:`t_0` =
+    ``start`` and :math:`t_1` = ``end``. It falls fast at first and slowly
+    near the end, when fewer weights are left to choose among.
+    """
+    if step < start:
+        return float(initial)
+    if step >= end:
+        return float(final)
+    return float(final + (initial - final) * (1 - (step - start) / (end - start)) ** 3)
+
+
+def cosine_fraction(step: float, alpha: float, end: float) -> float:
+    r"""RigL's cosine-annealed update fraction.
+
+    .. math::
+        f(t) = \frac{\alpha}{2} \left(1 + \cos\frac{\pi t}{T_\mathrm{end}}\right)
+        \quad (t < T_\mathrm{end}), \qquad f(t) = 0 \ (t \ge T_\mathrm{end})
+    """
+    if step >= end:
+        return 0.0
+    return float(alpha / 2 * (1 + np.cos(np.pi * step / end)))
+
+
+def _drop_smallest(W: np.ndarray, M: np.ndarray, fraction: float) -> Tuple[np.ndarray, int]:
+    r"""M with its :math:`k = \lfloor f \cdot \operatorname{nnz}(M) \rfloor` active entries of smallest |W| removed.
+
+    Returns the mask after the drop and k.
+    """
+    active = np.flatnonzero(M)
+    k = int(np.floor(fraction * active.size))
+    order = np.argsort(np.abs(W.ravel()[active]), kind="stable")
+    M_mid = M.copy().ravel()
+    M_mid[active[order[:k]]] = 0
+    return M_mid, k
+
+
+def _apply_growth(W: np.ndarray, M: np.ndarray, M_mid: np.ndarray, grow: np.ndarray,
+                  new_values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Switch on ``grow`` after the drop and set the weights.
+
+    .. math:: W' = W \odot M', \text{ except } W'_g = \text{new value for } g
+        \text{ grown and inactive before the update}
+
+    A grown entry that was active before the update (dropped and grown back
+    in the same update) keeps its weight, as RigL's code does.
+    """
+    M_new = M_mid.copy()
+    M_new[grow] = 1
+    W_new = np.where(M_new != 0, W.ravel(), 0).astype(W.dtype)
+    new = grow[M.ravel()[grow] == 0]
+    W_new[new] = new_values
+    return W_new.reshape(W.shape), M_new.reshape(M.shape)
+
+
+def set_update(W: np.ndarray, M: np.ndarray, zeta: float, rng: np.random.Generator,
+               init) -> Tuple[np.ndarray, np.ndarray]:
+    r"""One SET topology update (Mocanu et al. 2018). Inputs are not modified.
+
+    1. drop: the :math:`k = \lfloor \zeta \cdot \operatorname{nnz}(M) \rfloor`
+       active weights closest to 0 (smallest |W|);
+    2. grow: k positions drawn at random, ``rng.choice(inactive, k,
+       replace=False)``, among those inactive after the drop (``inactive`` in
+       increasing flat index);
+    3. the grown positions that were inactive before the update take the
+       values ``init(rng, number of them)``, in the order drawn; every
+       position off the new mask is exactly 0.
+
+    .. math:: \operatorname{nnz}(M') = \operatorname{nnz}(M)
+
+    Returns (W_new, M_new) in W's and M's shapes and dtypes.
+    """
+    M_mid, k = _drop_smallest(W, M, zeta)
+    inactive = np.flatnonzero(M_mid == 0)
+    grow = rng.choice(inactive, size=k, replace=False)
+    n_new = int(np.count_nonzero(M.ravel()[grow] == 0))
+    return _apply_growth(W, M, M_mid, grow, init(rng, n_new))
+
+
+def rigl_update(W: np.ndarray, M: np.ndarray, grad: np.ndarray,
+                fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+    r"""One RigL topology update (Evci et al. 2020). Inputs are not modified.
+
+    1. drop: the :math:`k = \lfloor f \cdot \operatorname{nnz}(M) \rfloor`
+       active weights of smallest |W|;
+    2. grow: the k positions of largest |grad| among those inactive after
+       the drop (grad is the dense gradient of the loss in W_hat, this step's);
+    3. grown positions that were inactive before the update start at 0; a
+       position dropped and grown back keeps its weight.
+
+    Ties, in both: the lower flat index first.
+
+    .. math::
+        \mathrm{drop} = \operatorname{argmin}_k\{|W_j| : M_j = 1\}, \quad
+        \mathrm{grow} = \operatorname{argmax}_k\{|\mathrm{grad}_j| : M_j = 0
+        \text{ or } j \in \mathrm{drop}\}
+
+    Returns (W_new, M_new) in W's and M's shapes and dtypes.
+    """
+    M_mid, k = _drop_smallest(W, M, fraction)
+    inactive = np.flatnonzero(M_mid == 0)
+    order = np.argsort(-np.abs(grad.ravel()[inactive]), kind="stable")
+    grow = inactive[order[:k]]
+    n_new = int(np.count_nonzero(M.ravel()[grow] == 0))
+    return _apply_growth(W, M, M_mid, grow, np.zeros(n_new, dtype=W.dtype))

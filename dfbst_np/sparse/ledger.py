@@ -14,7 +14,27 @@ times output positions for a convolution), :math:`M` the forward mask and
 A multiply-add counts as 2 FLOPs; biases, masks, thresholds and everything
 outside the three weight products are not counted. The exact mode computes
 :math:`A = dY^\top X` densely (SPEC section 1, "What is sparse"), so both
-totals are reported. Pure NumPy counting; it knows nothing of layers.
+totals are reported. Pure NumPy counting; it knows nothing of layers or
+methods.
+
+The comparison methods (SPEC section 8) differ only in the weight gradient
+they compute (``computed``, what this implementation pays, the *exact*
+column) and need (``dmask``, the *ideal* column):
+
+=========  ==============================  ==============================
+method     computed (exact)                needed (ideal)
+=========  ==============================  ==============================
+dense,dst  every entry: 2 N numel(W)       every entry
+dfbst      every entry                     D: 2 N nnz(D)
+gmp        every entry, every step         every entry
+set        M only: 2 N nnz(M)              M
+rigl       M; every entry on update steps  M; every entry on update steps
+=========  ==============================  ==============================
+
+On RigL's update steps the dense gradient both chooses the grown weights and
+updates the active ones, so the step's weight gradient costs
+:math:`2 N\, \mathrm{numel}(W)` (RigL's own FLOP count, Evci et al. 2020:
+:math:`2 f_S + f_D` on those steps).
 """
 from __future__ import annotations
 
@@ -49,13 +69,16 @@ class LayerCost:
     nnz_d : int
         :math:`\mathrm{nnz}(D)`, kept entries of the weight gradient
         (``numel`` when the weight gradient is dense).
+    nnz_exact : int or None
+        Entries of the weight gradient this implementation computes;
+        None (the default) means all of them, ``numel``.
 
     Attributes
     ----------
     forward_flops, backward_data_flops : int
         :math:`2 N\, \mathrm{nnz}(M)` each.
     weight_grad_flops_exact : int
-        :math:`2 N\, \mathrm{numel}(W)`.
+        :math:`2 N\, \mathrm{numel}(W)` (:math:`2 N \cdot` ``nnz_exact`` when given).
     weight_grad_flops_ideal : int
         :math:`2 N\, \mathrm{nnz}(D)`.
     dense_flops : int
@@ -71,6 +94,7 @@ class LayerCost:
     numel: int
     nnz_m: int
     nnz_d: int
+    nnz_exact: Optional[int] = None
     forward_flops: int = field(init=False)
     backward_data_flops: int = field(init=False)
     weight_grad_flops_exact: int = field(init=False)
@@ -82,13 +106,15 @@ class LayerCost:
     ideal_ratio: float = field(init=False)
 
     def __post_init__(self) -> None:
-        for key in ("n", "numel", "nnz_m", "nnz_d"):
+        if self.nnz_exact is None:
+            object.__setattr__(self, "nnz_exact", self.numel)
+        for key in ("n", "numel", "nnz_m", "nnz_d", "nnz_exact"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"LayerCost {self.name!r}: {key} must be a non-negative "
                                  f"integer, got {value!r}")
             object.__setattr__(self, key, int(value))   # Python ints cannot overflow
-        for key in ("nnz_m", "nnz_d"):
+        for key in ("nnz_m", "nnz_d", "nnz_exact"):
             if getattr(self, key) > self.numel:
                 raise ValueError(f"LayerCost {self.name!r}: {key}={getattr(self, key)} "
                                  f"exceeds numel={self.numel}")
@@ -96,8 +122,9 @@ class LayerCost:
         # Forward Y = X W_hat^T and backward-data dX = dY W_hat touch nnz(M) weights per row.
         forward = 2 * n * self.nnz_m
         backward_data = 2 * n * self.nnz_m
-        # Weight gradient A = dY^T X: every entry in the exact mode, only D's support ideally.
-        grad_exact = 2 * n * numel
+        # Weight gradient A = dY^T X: what this implementation computes (every entry
+        # unless a method computes it on a support), only D's support ideally.
+        grad_exact = 2 * n * self.nnz_exact
         grad_ideal = 2 * n * self.nnz_d
         dense = 3 * 2 * n * numel
         values = dict(
@@ -147,8 +174,16 @@ _SUMMED = ("numel", "nnz_m", "nnz_d", "forward_flops", "backward_data_flops",
            "exact_flops", "ideal_flops")
 
 
-def layer_cost(name: str, n: int, mask: np.ndarray,
-               dmask: Optional[np.ndarray] = None) -> LayerCost:
+def _count(name: str, what: str, pattern, shape) -> int:
+    pattern = np.asarray(pattern)
+    if pattern.shape != shape:
+        raise ValueError(f"layer_cost {name!r}: {what} shape {pattern.shape} differs from "
+                         f"mask shape {shape}")
+    return int(np.count_nonzero(pattern))
+
+
+def layer_cost(name: str, n: int, mask: np.ndarray, dmask: Optional[np.ndarray] = None,
+               computed: Optional[np.ndarray] = None) -> LayerCost:
     r"""Count one layer's step from its masks.
 
     Parameters
@@ -162,6 +197,9 @@ def layer_cost(name: str, n: int, mask: np.ndarray,
     dmask : ndarray or None
         Backward mask :math:`D`, same shape as ``mask``; None means the
         weight gradient is dense, :math:`\mathrm{nnz}(D) = \mathrm{numel}(W)`.
+    computed : ndarray or None
+        The entries of the weight gradient this implementation computes
+        (e.g. M for SET), same shape as ``mask``; None means all of them.
 
     Returns
     -------
@@ -170,15 +208,9 @@ def layer_cost(name: str, n: int, mask: np.ndarray,
     mask = np.asarray(mask)
     numel = int(mask.size)
     nnz_m = int(np.count_nonzero(mask))
-    if dmask is None:
-        nnz_d = numel
-    else:
-        dmask = np.asarray(dmask)
-        if dmask.shape != mask.shape:
-            raise ValueError(f"layer_cost {name!r}: dmask shape {dmask.shape} differs from "
-                             f"mask shape {mask.shape}")
-        nnz_d = int(np.count_nonzero(dmask))
-    return LayerCost(name=name, n=n, numel=numel, nnz_m=nnz_m, nnz_d=nnz_d)
+    nnz_d = numel if dmask is None else _count(name, "dmask", dmask, mask.shape)
+    nnz_exact = numel if computed is None else _count(name, "computed", computed, mask.shape)
+    return LayerCost(name=name, n=n, numel=numel, nnz_m=nnz_m, nnz_d=nnz_d, nnz_exact=nnz_exact)
 
 
 def total_cost(costs: Iterable[LayerCost]) -> CostTotals:

@@ -94,3 +94,33 @@ def test_edge_cases_and_errors(rng):
     c = layer_cost("fc", 2, np.ones((2, 2)))
     with pytest.raises(AttributeError):
         c.n = 3                                        # frozen: counts cannot drift from n
+
+
+def test_support_only_weight_gradient_costs_its_support(rng):
+    # SET (and RigL between updates): the weight gradient computed and needed on M only
+    m = rng.random((50, 80)) < 0.1
+    c = layer_cost("fc", 64, m, dmask=m, computed=m)
+    nm = kept(m)
+    assert c.nnz_exact == nm and c.weight_grad_flops_exact == 2 * 64 * nm
+    assert c.weight_grad_flops_ideal == 2 * 64 * nm
+    assert c.exact_flops == c.ideal_flops == 3 * 2 * 64 * nm
+    assert c.exact_ratio == pytest.approx(nm / 4000, rel=1e-15)
+
+
+def test_dense_gradient_step_of_a_sparse_method(rng):
+    # GMP every step, RigL on its update steps: sparse forward, dense weight gradient
+    m = rng.random((50, 80)) < 0.1
+    c = layer_cost("fc", 64, m)
+    assert c.nnz_exact == c.nnz_d == 4000
+    assert c.exact_flops == c.ideal_flops == 4 * 64 * kept(m) + 2 * 64 * 4000
+    # omitting computed is the same as passing a full pattern
+    assert c == layer_cost("fc", 64, m, computed=np.ones((50, 80)))
+
+
+def test_computed_pattern_is_checked():
+    with pytest.raises(ValueError, match="computed shape"):
+        layer_cost("fc3", 8, np.ones((4, 5)), computed=np.ones((5, 4)))
+    with pytest.raises(ValueError, match="nnz_exact"):
+        LayerCost("fc", n=2, numel=10, nnz_m=3, nnz_d=3, nnz_exact=11)
+    with pytest.raises(ValueError, match="nnz_exact"):
+        LayerCost("fc", n=2, numel=10, nnz_m=3, nnz_d=3, nnz_exact=-1)
