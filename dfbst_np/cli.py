@@ -407,8 +407,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--checkpoint", metavar="F.pth",
                    help="load this state dict into your model first (torch.load weights_only=True; "
                         "default: the factory's weights)")
-    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2", metavar="E:I,...",
-                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2)")
+    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2,3:0", metavar="E:I,...",
+                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2,3:0)")
     v.add_argument("--batch-size", type=int, default=8,
                    help="images per step, from the committed sample (default: 8)")
     v.add_argument("--input-shape", default="1,28,28", metavar="C,H,W",
