@@ -50,26 +50,75 @@ def _read_forward_mask(layer: str, before, ours, theirs, method: str) -> str:
     return f"M = H(|W| - |t|) differs in rows {rows[:5].tolist()} (the threshold or the reset rule)"
 
 
+def _dmask_candidates(dW: np.ndarray, u: np.ndarray) -> Dict[str, np.ndarray]:
+    """The backward masks of plausible slips, keyed by their reading."""
+    l2 = np.sqrt((dW ** 2).sum(axis=1, keepdims=True))
+    total = np.abs(dW).sum()
+    Ghat = np.abs(tb.row_normalise(dW))
+    return {
+        "no row normalisation: D = H(|dW| - u)": tb.H(np.abs(dW) - u),
+        "L2 row normalisation instead of L1": tb.H(np.abs(np.divide(dW, l2, out=np.zeros_like(dW),
+                                                                    where=l2 != 0)) - u),
+        "the whole layer's sum of |dW| instead of each row's": tb.H(np.abs(dW) / (total or 1.0) - u),
+        "D with |u| instead of u": tb.H(Ghat - np.abs(u)),
+        "D = H(u - |Ghat|), the comparison inverted": tb.H(u - Ghat),
+    }
+
+
+def _read_dmask_values(dW: np.ndarray, u: np.ndarray, D: np.ndarray, where=None) -> str:
+    """Which slip's D equals the user's D (compared only ``where``, if given), or ''."""
+    for reading, D_alt in _dmask_candidates(dW, u).items():
+        if np.array_equal(D[where], D_alt[where]) if where is not None else np.array_equal(D, D_alt):
+            return reading
+    return ""
+
+
 def _read_dmask(layer: str, ours, theirs, before) -> str:
     dW = _rows(ours["grad"][f"{layer}.weight"])
     u = before[f"{layer}.dthreshold"][:, None]
     D = _rows(theirs["mask"][f"{layer}.dmask"])
-    l2 = np.sqrt((dW ** 2).sum(axis=1, keepdims=True))
-    candidates = {
-        "no row normalisation: D = H(|dW| - u)": tb.H(np.abs(dW) - u),
-        "L2 row normalisation instead of L1": tb.H(np.abs(np.divide(dW, l2, out=np.zeros_like(dW),
-                                                                    where=l2 != 0)) - u),
-        "D with |u| instead of u": tb.H(np.abs(tb.row_normalise(dW)) - np.abs(u)),
-    }
-    for reading, D_alt in candidates.items():
-        if np.array_equal(D, D_alt):
-            return reading
-    return "the backward mask D = H(|Ghat| - u), Ghat = dW / sum_j |dW_ij|"
+    # only where dW != 0 does D change what the optimiser applies
+    D_spec = _rows(ours["mask"][f"{layer}.dmask"])
+    if np.array_equal(D[dW != 0], D_spec[dW != 0]):
+        return ("D differs only where dW = 0 (H(|Ghat| - u) with Ghat = 0 there: H(-u)); the "
+                "update is the same")
+    return (_read_dmask_values(dW, u, D, dW != 0)
+            or "the backward mask D = H(|Ghat| - u), Ghat = dW / sum_j |dW_ij|")
 
 
-def _read_used_grad(bad: List[Divergence], ours, theirs) -> str:
+def _read_inferred_dmask(first: Divergence, ours, theirs, before) -> str:
+    """The user's D read off the used gradient (zero where D dropped), when M is not exposed."""
+    layer = first.layer
+    dW = ours["grad"].get(f"{layer}.weight")
+    used = theirs["used_grad"].get(f"{layer}.weight")
+    u = before.get(f"{layer}.dthreshold")
+    if dW is None or used is None or u is None:
+        return ""
+    dW, used = _rows(dW), _rows(used)
+    known = dW != 0
+    D_theirs = (used != 0).astype(dW.dtype)
+    if np.array_equal(D_theirs[known], (_rows(ours["used_grad"][f"{layer}.weight"]) != 0)[known]):
+        return ""                   # your D is SPEC's: the difference is elsewhere
+    reading = _read_dmask_values(dW, u[:, None], D_theirs, known)
+    return ("your backward mask D (read off the gradients you applied): "
+            + (reading or "differs from H(|Ghat| - u), Ghat = dW / sum_j |dW_ij|"))
+
+
+def _read_used_grad(bad: List[Divergence], ours, theirs, first: Optional[Divergence] = None,
+                    before=None) -> str:
     a, b = ours["used_grad"], theirs["used_grad"]
+    if first is not None and first.quantity.endswith(".dthreshold") and \
+            first.note.startswith("present only in your code"):
+        zeros = not np.any(b[first.quantity])
+        return ("u has " + ("a zero gradient" if zeros else "a gradient") + " in your code on a "
+                "step without the beta term, where SPEC's u has none and the optimiser leaves u "
+                "alone" + (" (zero_grad(set_to_none=False) leaves zeros, which weight decay and "
+                           "momentum then apply)" if zeros else ""))
     common = [k for k in a if k in b and a[k].shape == b[k].shape]
+    if first is not None and first.quantity.endswith(".weight") and before is not None:
+        inferred = _read_inferred_dmask(first, ours, theirs, before)
+        if inferred:
+            return inferred
     num = sum(float(np.vdot(a[k], b[k])) for k in common)
     den = sum(float(np.vdot(a[k], a[k])) for k in common)
     c = num / den if den else float("nan")
@@ -91,6 +140,13 @@ def _read_update(first: Divergence, before, ours, theirs, settings, lr) -> str:
         if wd and _close(shift, lr * wd * before[pname], 1e-4):
             what = "thresholds" if pname.endswith(("threshold", "dthreshold")) else pname
             return f"no weight decay on {what} (SPEC: every parameter with a gradient, thresholds included)"
+    if q.endswith(".momentum_buffer") and pname.endswith(".weight"):
+        D = ours.get("mask", {}).get(f"{layer_of(pname)}.dmask")
+        a, b = ours["update"].get(q), theirs["update"].get(q)
+        if D is not None and a is not None and b is not None and \
+                _close(b, a * D.reshape(a.shape), 1e-9) and not _close(b, a, 1e-9):
+            return (f"your momentum buffer of {pname} is SGD's times D: multiplied by D after the "
+                    "optimiser's step (SPEC: SGD's buffer, which already gets dW * D, unchanged)")
     return "the optimiser update (SGD with momentum and weight decay, learning rate)"
 
 
@@ -167,7 +223,7 @@ def _read_grad(first: Divergence, bad: List[Divergence], ours, theirs, before, m
 
 #: Readings that name a place, not a rule that the numbers were checked against:
 #: a small error's float32 question comes before them.
-GENERIC = ("the loss differs by", "dt: -s(t)", "the gradient of", "the forward differs",
+GENERIC = ("the loss differs by", "the forward differs;", "dt: -s(t)", "the gradient of", "the forward differs",
            "the optimiser update", "the gradients the optimiser applied", "the weight gradients",
            "the beta term: d(beta", "M = H(", "the backward mask D", "dW differs while")
 
@@ -182,15 +238,38 @@ def _read_start(first: Divergence, ours, theirs, prev_masks) -> str:
              "step after opt.step() or before it, or your loop)")
     if q.endswith(".momentum_buffer"):
         param = q[:-len(".momentum_buffer")]
-        D = prev_masks.get(f"{layer_of(param)}.dmask") if param.endswith(".weight") else None
         left, now = ours["start"].get(q), theirs["start"].get(q)
-        if D is not None and left is not None and now is not None and \
-                _close(now, left * D.reshape(left.shape), 1e-9) and not _close(now, left, 1e-9):
-            return (f"the momentum buffer of {param} was multiplied by D outside the optimiser's "
-                    "step; SPEC's buffers change only in SGD's update, which gets dW * D")
+        key = f"{layer_of(param)}.dmask"
+        # D of the previous step (after its opt.step()) or of this one (before this opt.step())
+        for when, D in (("the previous step's", prev_masks.get(key)), ("this step's", ours.get("mask", {}).get(key))):
+            if param.endswith(".weight") and D is not None and left is not None and now is not None \
+                    and _close(now, left * D.reshape(left.shape), 1e-9) and not _close(now, left, 1e-9):
+                return (f"the momentum buffer of {param} was multiplied by {when} D outside the "
+                        "optimiser's step; SPEC's buffers change only in SGD's update, which gets dW * D")
         return (f"the momentum buffer of {param} was {where}; SPEC's buffers change only in "
                 "the optimiser's update")
     return f"{q} was {where}; SPEC changes parameters only in the optimiser's update"
+
+
+def _read_forward_unexposed(before, method: str) -> str:
+    """Where M's rules are at stake in this step, when the user's M is not exposed."""
+    found = []
+    for name in [k[:-len(".threshold")] for k in before if k.endswith(".threshold")]:
+        W, t = _rows(before[f"{name}.weight"]), before[f"{name}.threshold"]
+        x = np.abs(W) - tb.effective_threshold(t, method)[:, None]
+        density = tb.H(x).mean()
+        if tb.RESET_DENSITY < density <= 0.05:
+            found.append(f"{name} keeps {density:.1%} (SPEC resets at <= 1 % only)")
+        elif density <= tb.RESET_DENSITY:
+            found.append(f"{name} keeps {density:.1%} (SPEC resets t to 0 and recomputes M)")
+        if np.any(x == 0):
+            found.append(f"{name} has weights with |W| = |t| (H(0) = 0: strict >)")
+        if method == "dfbst" and np.any(t < 0):
+            found.append(f"{name} has t < 0 (M uses |t|)")
+    where = "; ".join(found[:8])
+    return ("the forward differs; your masks M are not exposed, so they were not compared: the "
+            "forward mask M = H(|W| - |t|) or its reset rule (mean(M) <= 1 %)"
+            + (f"; in this step {where}" if where else ""))
 
 
 def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarray], ours, theirs,
@@ -214,6 +293,8 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
             if layer is not None and method != "dense":
                 reading = (f"{layer}'s forward mask M, "
                            + _read_forward_mask(layer, before, ours, theirs, method))
+            elif method != "dense" and not any(k.endswith(".mask") for k in theirs["mask"]):
+                reading = _read_forward_unexposed(before, method)
             else:
                 reading = "the forward differs with identical masks M: the layer products or the architecture"
         elif stage == "forward" and q == "loss":
@@ -230,6 +311,14 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
                     abs(diff - abs_gap) <= 1e-6 * abs(abs_gap):
                 reading = ("the alpha term is alpha * sum exp(-|t|) in your loss; SPEC's is "
                            "alpha * sum exp(-t) (t itself: they differ where t < 0)")
+            elif (u_gap := settings["alpha"] * sum(float(np.sum(np.exp(-v))) for k, v in before.items()
+                                                   if k.endswith(".dthreshold"))) and \
+                    abs(diff - u_gap) <= 1e-6 * u_gap:
+                reading = "your loss adds alpha * sum exp(-u): SPEC's alpha term is on t only"
+            elif stats.ce and (n := ours["forward"]["logits"].shape[0]) > 1 and \
+                    abs(diff - (n - 1) * stats.ce) <= 1e-6 * (n - 1) * stats.ce:
+                reading = ("your cross-entropy is the batch's sum; SPEC's is its mean (reduction="
+                           "'mean')")
             else:
                 reading = f"the loss differs by {diff:.6g} while the logits agree: CE, alpha or beta term"
         elif stage == "start":
@@ -241,7 +330,7 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
         elif stage == "mask":
             reading = _read_forward_mask(first.layer, before, ours, theirs, method)
         elif stage == "used_grad":
-            reading = _read_used_grad(bad, ours, theirs)
+            reading = _read_used_grad(bad, ours, theirs, first, before)
         elif stage == "update":
             reading = _read_update(first, before, ours, theirs, settings, lr)
     except (KeyError, ValueError):

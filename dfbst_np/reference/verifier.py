@@ -508,6 +508,10 @@ class _Run:
             diff = _state_difference(_shapes(np_model.state_dict()), self._torch_shapes())
             if diff:
                 raise VerifyError(f"verify: the torch model does not match np_model: {diff}")
+            dtypes = {str(v.dtype) for v in np_model.params.values()}
+            if dtypes != {"float64"}:
+                raise VerifyError(f"verify: np_model's parameters are {', '.join(sorted(dtypes))}; "
+                                  "verification runs in float64: build your twin with dtype=np.float64")
             self.arch = f"{type(np_model).__name__} (yours)"
             if float32_masks is not None:
                 for _, layer in np_masked_layers(np_model):
@@ -545,7 +549,12 @@ class _Run:
             if not diff:
                 return "built from your model's modules", twin, seen
         # a name map that renames parameters: the names are the built-in models'
-        arch, model = build_twin(self._torch_shapes(), self.method, bool(float32_masks), self.say)
+        try:
+            arch, model = build_twin(self._torch_shapes(), self.method, bool(float32_masks), self.say)
+        except VerifyError as e:
+            if fallback:
+                raise VerifyError(f"{fallback}, and {str(e)[len('verify: '):]}") from None
+            raise
         if fallback:
             self.warnings.append(f"{fallback[len('verify: '):]}: the forward order is taken from "
                                  f"dfbst_np's {arch}, which has your model's names and shapes")

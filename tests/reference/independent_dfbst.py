@@ -233,6 +233,7 @@ class DFBST:
 # -- planted bugs: each changes one thing, and the stage where verify must see it --
 class ResetAt5Percent(DFBST):
     stage = "forward"
+    reading = 'SPEC resets at <= 1 % only'
 
     def __init__(self, model, **kw):
         super().__init__(model, **kw)
@@ -271,6 +272,7 @@ class SlopeTwo(DFBST):
 
 class MomentumTimesDAfterStep(DFBST):
     stage = "update"
+    reading = "multiplied by D after the optimiser's step"
 
     def optimizer_step(self):
         self.opt.step()
@@ -282,6 +284,7 @@ class MomentumTimesDAfterStep(DFBST):
 
 class MomentumTimesDBeforeStep(DFBST):
     stage = "start"
+    reading = "multiplied by this step's D outside the optimiser's step"
 
     def optimizer_step(self):
         for layer, D in self.last_D.items():
@@ -293,6 +296,7 @@ class MomentumTimesDBeforeStep(DFBST):
 
 class ZeroGradToZeros(DFBST):
     stage = "used_grad"
+    reading = 'zero_grad(set_to_none=False)'
 
     def zero_grad(self):
         self.opt.zero_grad(set_to_none=False)
@@ -317,6 +321,7 @@ class PenaltySign(DFBST):
 
 class PenaltyOnU(DFBST):
     stage = "forward"
+    reading = 'exp(-u)'
 
     def penalty(self):
         return super().penalty() + self.alpha * sum(torch.exp(-l.dthreshold).sum() for l in self.layers)
@@ -324,6 +329,7 @@ class PenaltyOnU(DFBST):
 
 class SumCrossEntropy(DFBST):
     stage = "forward"
+    reading = "the batch's sum"
 
     def task_loss(self, out, y):
         return F.cross_entropy(out, y, reduction="sum")
@@ -331,6 +337,7 @@ class SumCrossEntropy(DFBST):
 
 class L2RowNorm(DFBST):
     stage = "used_grad"
+    reading = 'L2 row normalisation'
 
     def normalise(self, rows):
         return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
@@ -338,6 +345,7 @@ class L2RowNorm(DFBST):
 
 class NoRowNorm(DFBST):
     stage = "used_grad"
+    reading = 'no row normalisation'
 
     def normalise(self, rows):
         return rows
@@ -346,6 +354,7 @@ class NoRowNorm(DFBST):
 class LayerNorm1(DFBST):
     """Normalises by the whole layer's sum of |dW| instead of each row's."""
     stage = "used_grad"
+    reading = "the whole layer's sum"
 
     def normalise(self, rows):
         return rows / rows.abs().sum()
@@ -353,6 +362,7 @@ class LayerNorm1(DFBST):
 
 class DWithAbsU(DFBST):
     stage = "used_grad"
+    reading = '|u| instead of u'
 
     def dmask(self, layer, rows):
         u = layer.dthreshold.view(-1, 1)
@@ -361,6 +371,7 @@ class DWithAbsU(DFBST):
 
 class DInverted(DFBST):
     stage = "used_grad"
+    reading = 'inverted'
 
     def dmask(self, layer, rows):
         return Step.apply(layer.dthreshold.view(-1, 1) - self.normalise(rows).abs())
@@ -368,6 +379,7 @@ class DInverted(DFBST):
 
 class ClipBeforeMask(DFBST):
     stage = "used_grad"
+    reading = 'the clipping coefficient differs'
 
     def backward_mask(self):
         nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -386,6 +398,7 @@ class ClipWeightsOnly(DFBST):
 
 class BetaAtIndexZero(DFBST):
     stage = "forward"
+    reading = 'where SPEC does not'
 
     def beta_on(self, epoch, index):
         return epoch > 1
@@ -393,6 +406,7 @@ class BetaAtIndexZero(DFBST):
 
 class BetaFromEpochOne(DFBST):
     stage = "forward"
+    reading = 'where SPEC does not'
 
     def beta_on(self, epoch, index):
         return index != 0
@@ -416,6 +430,7 @@ class VariancePerLayer(DFBST):
 class SignedTInMask(DFBST):
     """DST's mask H(|W| - t) in DFBST (SPEC: |t|)."""
     stage = "forward"
+    reading = 't < 0 (M uses |t|)'
 
     def __init__(self, model, **kw):
         super().__init__(model, **kw)
@@ -426,6 +441,7 @@ class SignedTInMask(DFBST):
 class StepAtZeroIsOne(DFBST):
     """H(0) = 1: a mask made with >= keeps the weights equal to |t|."""
     stage = "forward"
+    reading = '|W| = |t|'
 
     def __init__(self, model, **kw):
         super().__init__(model, **kw)
@@ -435,6 +451,7 @@ class StepAtZeroIsOne(DFBST):
 
 class NoDecayOnThresholds(DFBST):
     stage = "update"
+    reading = 'no weight decay on thresholds'
 
     def make_optimizer(self, lr, momentum, weight_decay):
         t = [p for n, p in self.model.named_parameters() if n.endswith("threshold")]
@@ -446,6 +463,7 @@ class NoDecayOnThresholds(DFBST):
 class OptimizerRebuiltEachEpoch(DFBST):
     """Momentum lost at every epoch: the optimiser is made anew in end_epoch."""
     stage = "start"
+    reading = 'momentum buffer of'
 
     def end_epoch(self):
         super().end_epoch()

@@ -141,3 +141,34 @@ def test_a_module_the_twin_cannot_express_is_refused_by_name():
 
     with pytest.raises(VerifyError, match=r"operation 'mul'"):
         run(lambda: Times((144, 20, 20, 10)), (1, 12, 12))
+
+
+def test_np_model_and_float32_masks_are_honoured_and_checked():
+    import dfbst_np as dn
+    torch.manual_seed(0)
+    model = kit.MLP((144, 20, 10)).double()
+    trainer = kit.DFBST(model)
+    twin = dn.nn.Sequential(dn.nn.Flatten(dtype=np.float64),
+                         dn.MaskedLinear(144, 20, dtype=np.float64), dn.nn.ReLU(dtype=np.float64),
+                         dn.MaskedLinear(20, 10, dtype=np.float64))
+    names = {"layers.0": "1", "layers.1": "3"}
+    report = verify(model, trainer, batches((1, 12, 12)), np_model=twin, name_map=names,
+                    schedule=[(1, 0), (1, 1)], float32_masks=True)
+    assert report.ok and "MaskedLinear" not in report.summary
+    assert "float32 masks, as passed" in report.summary
+    assert all(layer.float32_masks for layer in (twin[1], twin[3]))
+    # a float32 twin is refused the right way round
+    twin32 = dn.nn.Sequential(dn.nn.Flatten(), dn.MaskedLinear(144, 20), dn.nn.ReLU(),
+                           dn.MaskedLinear(20, 10))
+    with pytest.raises(VerifyError, match=r"np_model's parameters are float32.*dtype=np.float64"):
+        verify(model, trainer, batches((1, 12, 12)), np_model=twin32, name_map=names)
+
+
+@pytest.mark.parametrize("bad", [dict(rtol=float("nan")), dict(atol=float("inf")), dict(rtol=-1.0),
+                                 dict(settings={"beta": -5}), dict(settings={"lr": float("nan")}),
+                                 dict(floors={"layers.0.bias": -1.0})])
+def test_numeric_arguments_are_validated(bad):
+    torch.manual_seed(0)
+    model = kit.MLP((144, 20, 10)).double()
+    with pytest.raises(VerifyError, match=r"must be a finite number >= 0"):
+        verify(model, kit.DFBST(model), batches((1, 12, 12)), **bad)
