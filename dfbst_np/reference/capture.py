@@ -58,16 +58,18 @@ class StepCapture:
     Parameters
     ----------
     model : torch.nn.Module
-    mask_paths : list of str
+    mask_paths : list of str, or a callable returning one
         Dotted attribute paths of the masks to read (``"fc1.mask"``,
-        ``"fc1.dmask"``, or a name map's own paths).
+        ``"fc1.dmask"``, or a name map's own paths); a callable is asked
+        at every read, since a step may create its ``dmask`` attributes
+        only once it has run.
 
     Use as a context manager around the whole run, and :meth:`run` for each step.
     """
 
-    def __init__(self, model: nn.Module, mask_paths: List[str]) -> None:
+    def __init__(self, model: nn.Module, mask_paths) -> None:
         self.model = model
-        self.mask_paths = list(mask_paths)
+        self.mask_paths = mask_paths if callable(mask_paths) else (lambda paths=list(mask_paths): paths)
         self.param_names = {id(p): name for name, p in model.named_parameters()}
         self._handles: list = []
         self._active = False
@@ -136,7 +138,7 @@ class StepCapture:
                 self.momentum_after[name] = _copy(buf)
 
     def _read_masks(self) -> None:
-        for path in self.mask_paths:
+        for path in self.mask_paths():
             value = resolve_attribute(self.model, path)
             if isinstance(value, torch.Tensor):
                 self.masks[path] = _copy(value)

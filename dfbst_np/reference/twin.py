@@ -328,7 +328,10 @@ class _DtypeWatch(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if self.current is not None:
             outs = out if isinstance(out, (tuple, list)) else (out,)
-            if any(isinstance(o, torch.Tensor) and o.dtype == torch.float32 for o in outs):
+            # a float32 0/1 tensor of more than one entry: a mask (a float32
+            # constant such as torch.tensor(0.01) is not one)
+            if any(isinstance(o, torch.Tensor) and o.dtype == torch.float32 and o.numel() > 1
+                   and bool(((o == 0) | (o == 1)).all()) for o in outs):
                 self.float32[self.current] = True
         return out
 
@@ -506,7 +509,8 @@ def twin_from_torch(model: nn.Module, x: torch.Tensor, method: str,
         twin.ops.append((mod, inputs, node.name))
     mine = set(twin.state_dict())
     theirs = set(model.state_dict())
-    missed = sorted(theirs - mine)
+    # masks kept as buffers are compared in the mask stage, not carried by the twin
+    missed = sorted(k for k in theirs - mine if not k.endswith((".mask", ".dmask")))
     if missed:
         raise TwinError(f"verify: your forward never uses {missed[0]} (of {len(missed)} such "
                         "entries); the twin runs what the forward runs")

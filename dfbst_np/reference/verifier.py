@@ -530,6 +530,11 @@ class _Run:
         self.prev_V: Optional[float] = None
         self.prev_masks: Dict[str, np.ndarray] = {}
 
+    def _mask_paths(self) -> List[str]:
+        """The torch paths of M and D, found anew (a step may create ``dmask`` as it runs)."""
+        self.mask_paths = self.names.mask_paths(self.torch_model)
+        return list(self.mask_paths)
+
     def _torch_shapes(self) -> Dict[str, tuple]:
         return {k: tuple(v.shape) for k, v in
                 _mapped(self.names, self.torch_model.state_dict().items(), "state").items()}
@@ -583,11 +588,13 @@ class _Run:
         update = self._torch_state()
         update.update({f"{self.names(k)}.momentum_buffer": v.cpu().numpy()
                        for k, v in cap.momentum_after.items()})
-        masks = {self.mask_paths[p]: v.cpu().numpy() for p, v in cap.masks.items()}
+        masks = {self.mask_paths[p]: v.cpu().numpy() for p, v in cap.masks.items()
+                 if p in self.mask_paths}
         return {"forward": forward, "grad": np_dict(cap.grads), "mask": masks,
                 "used_grad": np_dict(cap.used_grads or {}), "update": update,
                 "momentum_before": np_dict(cap.momentum_before),
-                "mask_dtypes": {self.mask_paths[p]: v.dtype for p, v in cap.masks.items()}}
+                "mask_dtypes": {self.mask_paths[p]: v.dtype for p, v in cap.masks.items()
+                                if p in self.mask_paths}}
 
     # -- dfbst_np side -------------------------------------------------------
     def _ensure_twin(self, mask_dtypes) -> None:
@@ -688,7 +695,7 @@ class _Run:
         self.prev_left, self.prev_u_regions, self.prev_beta = None, None, False
         seen = {key: False for key in self._branches()}
         last_epoch = None
-        with StepCapture(self.torch_model, list(self.mask_paths)) as cap:
+        with StepCapture(self.torch_model, self._mask_paths) as cap:
             for k, (epoch, index) in enumerate(self.schedule):
                 x, y = self.batches[k % len(self.batches)]
                 x = x * self.input_scale

@@ -172,3 +172,37 @@ def test_numeric_arguments_are_validated(bad):
     model = kit.MLP((144, 20, 10)).double()
     with pytest.raises(VerifyError, match=r"must be a finite number >= 0"):
         verify(model, kit.DFBST(model), batches((1, 12, 12)), **bad)
+
+
+class ExposedMLinear(kit.MLinear):
+    """The kit's layer keeping M in a buffer ``mask`` and D in an attribute ``dmask``."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("mask", torch.ones(n_out, n_in, dtype=torch.float32))
+        self.cutoff = torch.tensor(0.01)        # a float32 constant: not a mask
+
+    def get_mask(self):
+        mask = super().get_mask()
+        self.mask = mask.detach()
+        return mask
+
+
+class ExposingDFBST(kit.DFBST):
+    def backward_mask(self):
+        super().backward_mask()
+        for layer, D in self.last_D.items():
+            layer.dmask = D
+
+
+def test_masks_kept_as_buffers_are_compared():
+    torch.manual_seed(0)
+    model = kit.MLP((144, 40, 20, 10))
+    model.layers = nn.ModuleList(ExposedMLinear(a, b) for a, b in ((144, 40), (40, 20), (20, 10)))
+    model = model.double()
+    trainer = ExposingDFBST(model)
+    report = verify(model, trainer, batches((1, 12, 12)), stress=True, end_epoch=trainer.end_epoch)
+    assert report.ok and not report.blind_spots, str(report)[:3000]
+    compared = {r.quantity for r in report.rows if r.stage == "mask"}
+    assert {"layers.0.mask", "layers.0.dmask", "layers.2.dmask"} <= compared
+    assert "float32 masks, as your forward makes them" in report.summary
