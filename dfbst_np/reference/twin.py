@@ -80,6 +80,18 @@ def _leaf(module: nn.Module) -> bool:
 
 
 class _Tracer(torch.fx.Tracer):
+    """Stops at the layers the twin translates; traces through everything else, including
+    modules made inside ``forward`` (``nn.AvgPool2d(2)(x)``), which have no name to call."""
+
+    def trace(self, root, *args, **kwargs):
+        self._installed = {id(m) for m in root.modules()}
+        return super().trace(root, *args, **kwargs)
+
+    def call_module(self, m, forward, args, kwargs):
+        if id(m) not in self._installed:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return _leaf(m)
 
@@ -400,14 +412,23 @@ def _function_op(node, shapes) -> Optional[Module]:
     if t in (torch.flatten, "flatten", "view", "reshape", torch.reshape):
         return _flatten_like(node, shapes, name)
     if t in (F.max_pool2d, F.avg_pool2d):
-        args = list(node.args[1:]) + [None] * 3
-        k = node.kwargs.get("kernel_size", args[0])
-        s = node.kwargs.get("stride", args[1])
-        p = node.kwargs.get("padding", args[2] if args[2] is not None else 0)
-        for key in ("ceil_mode", "dilation", "count_include_pad", "divisor_override", "return_indices"):
-            if key in node.kwargs and node.kwargs[key] not in (False, 1, True, None):
+        # F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices);
+        # F.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        names = (("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+                 if t is F.max_pool2d else
+                 ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                  "divisor_override"))
+        given = dict(zip(names, node.args[1:]))
+        given.update(node.kwargs)
+        k, s, p = given.get("kernel_size"), given.get("stride"), given.get("padding", 0)
+        expected = dict(dilation=1, ceil_mode=False, return_indices=False, count_include_pad=True,
+                        divisor_override=None)
+        for key, ok in expected.items():
+            value = given.get(key, ok)
+            value = value[0] if isinstance(value, (tuple, list)) and len(set(value)) == 1 else value
+            if key in given and value != ok:
                 raise TwinError(f"verify: your forward's {name} ({t.__name__}) has {key}="
-                                f"{node.kwargs[key]!r}; not in the twin")
+                                f"{given[key]!r}; the twin has {ok!r} only")
         cls = MaxPool2d if t is F.max_pool2d else AvgPool2d
         return cls(k, stride=s or None, padding=p, dtype=d)
     if t in (F.adaptive_avg_pool2d,):
