@@ -146,6 +146,10 @@ class TracedTwin(Module):
         object.__setattr__(self, "ops", [])
         object.__setattr__(self, "output", None)
         object.__setattr__(self, "input", None)
+        # the forward ends with log_softmax (as for F.nll_loss): cross-entropy
+        # is the same on z and on log_softmax(z), so the twin trains on z and
+        # the verifier compares log_softmax of its logits
+        object.__setattr__(self, "output_log_softmax", False)
         object.__setattr__(self, "_extra", [])    # functional ops' modules (no parameters)
 
     def place(self, path: str, module: Module) -> None:
@@ -447,6 +451,15 @@ def _function_op(node, shapes) -> Optional[Module]:
     return None
 
 
+def _is_final_log_softmax(node) -> bool:
+    """log_softmax over the classes whose result is the forward's output itself."""
+    if node.target not in (F.log_softmax, torch.log_softmax, "log_softmax"):
+        return False
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    users = list(node.users)
+    return dim in (1, -1) and len(users) == 1 and users[0].op == "output"
+
+
 def twin_from_torch(model: nn.Module, x: torch.Tensor, method: str,
                     float32_masks: Optional[bool] = None):
     """The dfbst_np twin of ``model``, and what its probe found.
@@ -513,6 +526,10 @@ def twin_from_torch(model: nn.Module, x: torch.Tensor, method: str,
             continue
         if node.name not in shapes:
             continue            # shapes and sizes (x.shape[0]): only read by a reshape
+        if _is_final_log_softmax(node):
+            object.__setattr__(twin, "output_log_softmax", True)
+            twin.ops.append((_Identity(), [tensor_args[0].name], node.name))
+            continue
         mod = _function_op(node, shapes)
         target = getattr(node.target, "__name__", node.target)
         if mod is None:

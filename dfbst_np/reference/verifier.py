@@ -647,7 +647,12 @@ class _Run:
             raise VerifyError(f"verify: dfbst_np cannot run epoch {epoch}, index {index} from your "
                               f"model's state: {e}") from e
         forward = trace["forward"]
-        trace["forward"] = {"logits": forward["logits"], "loss": forward["loss"]}
+        logits = forward["logits"]
+        if getattr(self.np_model, "output_log_softmax", False):
+            # your forward returns log_softmax(z): compare that (same cross-entropy)
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            logits = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        trace["forward"] = {"logits": logits, "loss": forward["loss"]}
         params = set(self.np_model.params)
         trace["update"].update({k: np.array(v) for k, v in self.np_model.state_dict().items()
                                 if k not in params})

@@ -106,3 +106,33 @@ def test_an_untraceable_forward_falls_back_to_a_built_in_or_is_refused():
     with pytest.raises(VerifyError, match=r"torch.fx cannot trace .*, and the torch model matches "
                                           r"no built-in architecture"):
         verify(model, kit.DFBST(model), data, schedule=[(1, 0)])
+
+
+def test_a_forward_ending_in_log_softmax_verifies_with_nll_loss():
+    import torch.nn.functional as F
+
+    class LogSoftmaxMLP(kit.MLP):
+        def forward(self, x):
+            return F.log_softmax(super().forward(x), dim=1)
+
+    class NLL(kit.DFBST):
+        def task_loss(self, out, y):
+            return F.nll_loss(out, y)
+
+    torch.manual_seed(0)
+    model = LogSoftmaxMLP((144, 40, 20, 10)).double()
+    trainer = NLL(model)
+    g = np.random.default_rng(0)
+    data = [(g.random((4, 1, 12, 12)), g.integers(0, 10, 4)) for _ in range(3)]
+    report = verify(model, trainer, data, stress=True, end_epoch=trainer.end_epoch)
+    assert report.ok and not report.blind_spots, str(report)[:2000]
+    assert any(r.quantity == "logits" and r.total == 40 for r in report.rows)
+    # a planted bug is still found: the log_softmax changes nothing of the rules
+    torch.manual_seed(0)
+    model = LogSoftmaxMLP((144, 40, 20, 10)).double()
+
+    class NLLNoPlateau(NLL, kit.NoPlateau):
+        pass
+    trainer = NLLNoPlateau(model)
+    report = verify(model, trainer, data, stress=True, end_epoch=trainer.end_epoch)
+    assert not report.ok and report.first.stage == "grad"
