@@ -11,8 +11,22 @@ equations. Layers of the package, each importing only those above it here:
 """
 __version__ = "0.1.0"
 
-from . import models, nn, sparse, train
-from .sparse.masked import MaskedConv2d, MaskedLinear
-from .train.trainer import Trainer, evaluate
+import importlib
 
 __all__ = ["MaskedConv2d", "MaskedLinear", "Trainer", "evaluate", "models", "nn", "sparse", "train"]
+# Loaded on first use (PEP 562), so that ``python -m dfbst_np`` starts at once and a
+# Ctrl-C while NumPy loads reaches the command line's handler (one line, exit 130).
+_WHERE = {"MaskedConv2d": "sparse.masked", "MaskedLinear": "sparse.masked",
+          "Trainer": "train.trainer", "evaluate": "train.trainer"}
+
+
+def __getattr__(name):
+    if name in ("models", "nn", "sparse", "train"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -22,7 +22,6 @@ so a run may continue on either.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Dict
 
 import numpy as np
@@ -173,9 +172,11 @@ def check_backend(cfg: RunConfig) -> None:
     if cfg.weight_grad != "exact":
         raise BackendUnavailable(f"--weight-grad {cfg.weight_grad} is NumPy's accelerated "
                                  "approximation; --backend torch computes the exact step")
-    if importlib.util.find_spec("torch") is None:
-        raise BackendUnavailable("--backend torch needs PyTorch, which is not installed; "
-                                 "install it with: pip install torch")
+    from ..torch_import import TorchUnavailable, require_torch
+    try:
+        require_torch("--backend torch")
+    except TorchUnavailable as e:
+        raise BackendUnavailable(str(e)) from None
     from ..reference.backend import check_device
     check_device(cfg.device)
 
