@@ -11,8 +11,25 @@ equations. Layers of the package, each importing only those above it here:
 """
 __version__ = "0.1.0"
 
-from . import models, nn, sparse, train
+import importlib.util as _importlib_util
+
+from . import methods, models, nn, sparse, train
+from .train import backend as _run_backends
 from .sparse.masked import MaskedConv2d, MaskedLinear
 from .train.trainer import Trainer, evaluate
 
-__all__ = ["MaskedConv2d", "MaskedLinear", "Trainer", "evaluate", "models", "nn", "sparse", "train"]
+__all__ = ["MaskedConv2d", "MaskedLinear", "Trainer", "evaluate", "methods", "models", "nn",
+           "sparse", "train"]
+
+
+def _torch_backend():
+    """The run loop's torch backend, imported when a run chooses it (the package, not
+    ``dfbst_np.train``, knows where it lives: train never imports reference)."""
+    if _importlib_util.find_spec("torch") is None:
+        raise _run_backends.BackendUnavailable("--backend torch needs PyTorch, which is not "
+                                               "installed; install it with: pip install torch")
+    from .reference import backend
+    return backend
+
+
+_run_backends.register_backend("torch", _torch_backend)

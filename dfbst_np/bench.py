@@ -89,7 +89,8 @@ import numpy as np
 from . import models as np_models
 from .runtime import (STEP_THREADS, blas_thread_count, keep_freed_memory, pinned_blas_threads,
                       set_blas_threads)
-from .sparse import kernels, masked as masked_mod
+from .methods import dfbst as dfbst_mod, thresholds as thresholds_mod
+from .sparse import kernels
 from .sparse.ledger import LayerCost
 from .sparse.masked import masked_layers
 from .train import trainer as trainer_mod
@@ -255,7 +256,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
     x, y = data
     model = np_models.build(model_name, method=method, dtype=np.float32, kernel_path=None
                             if path == "-" else path, rng=np.random.default_rng(7),
-                            weight_grad=weight_grad)
+                            weight_grad=weight_grad, textbook=trainer_kw.pop("textbook", False))
     if method != "dense":
         set_forward_density(model, density)
         if method == "dfbst":
@@ -280,14 +281,14 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
 def _np_snapshot(tr: Trainer):
     import copy
     layers = {name: layer.backward_mask for name, layer in tr.layers}
-    return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.prev), layers)
+    return (tr.model.state_dict(), tr.optimizer.state_dict(), copy.deepcopy(tr.method_state), layers)
 
 
 def _np_restore(tr: Trainer, snapshot) -> None:
     state, optim, prev, layers = snapshot
     tr.model.load_state_dict(state)
     tr.optimizer.load_state_dict(optim)
-    tr.prev = prev
+    tr.method_state = prev
     for name, layer in tr.layers:
         layer.set_backward_mask(layers[name])
 
@@ -403,11 +404,11 @@ def _instrumented(v: Variant, timer: _PartTimer):
         (kernels, "weight_gradient", "weight_grad"),
         (kernels, "weight_gradient_t", "weight_grad"),
         (kernels, "sampled_product_csr", "weight_grad"),
-        (masked_mod.MaskedLayer, "_predicted_support", "weight_grad"),
-        (masked_mod, "forward_mask", "masks"),
-        (masked_mod, "layer_grads", "masks"),
-        (trainer_mod, "threshold_penalty", "masks"),
-        (Trainer, "_apply_backward_mask", "masks"),
+        (kernels, "support_structure", "weight_grad"),
+        (thresholds_mod, "forward_mask", "masks"),
+        (thresholds_mod, "layer_grads", "masks"),
+        (thresholds_mod, "threshold_penalty", "masks"),
+        (dfbst_mod.BackwardMaskHooks, "gradient_mask", "masks"),
         (Trainer, "_checked_norm", "optimiser"),
         (trainer_mod, "clip_grad_norm", "optimiser"),
     ]

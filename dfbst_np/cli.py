@@ -18,8 +18,10 @@ from pathlib import Path
 
 from .errors import ConfigError, DfbstError
 
-MODELS = ("lenet300_100", "lenet_5", "vgg16", "resnet18")
-METHODS = ("dense", "dst", "dfbst")
+from .methods import names as _method_names
+from .models import NAMES as MODELS
+
+METHODS = _method_names()
 
 
 # Flags a resumed run accepts although they are not in config.json, or that it checks itself.

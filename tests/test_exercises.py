@@ -197,5 +197,5 @@ def test_reference_step_is_the_trainers_step():
         for key, name in [("W", "weight"), ("b", "bias"), ("t", "threshold"), ("u", "dthreshold")]:
             np.testing.assert_allclose(p[key], layer.params[name], rtol=1e-10, atol=1e-14,
                                        err_msg=f"{key} after epoch {epoch} index {index}")
-        np.testing.assert_allclose(prev, trainer.prev.grad_u[0], rtol=1e-10, atol=1e-16)
+        np.testing.assert_allclose(prev, trainer.method_state.prev.grad_u[0], rtol=1e-10, atol=1e-16)
     assert np.any(p["u"] != 0)          # u did train, so its one-step-late rule was exercised

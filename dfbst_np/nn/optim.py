@@ -111,6 +111,24 @@ class Optimizer:
             if finite:
                 check_finite(g, f"{who}: gradient of '{name}'")
 
+    def zero_entries(self, name: str, where: np.ndarray) -> None:
+        """Set parameter ``name``'s state (e.g. its momentum buffer) to 0 where
+        ``where`` is True, as a pruning method does for the weights it removes.
+
+        ``where`` is a boolean array of the parameter's shape. A parameter with
+        no state yet (no gradient so far) is left as it is, and so is per-parameter
+        state that is not per entry (Adam's step count).
+        """
+        if name not in self.params:
+            raise KeyError(f"{type(self).__name__}: no parameter {name!r}")
+        where = np.asarray(where)
+        if where.dtype != bool or where.shape != self.params[name].shape:
+            raise ValueError(f"{type(self).__name__}: zero_entries({name!r}) takes a bool array of "
+                             f"shape {self.params[name].shape}, got {where.dtype} {where.shape}")
+        for value in self.state.get(name, {}).values():
+            if value.shape == where.shape:
+                value[where] = 0
+
     # -- state dicts -------------------------------------------------------
     def hyperparameters(self) -> Dict[str, object]:
         return {key: getattr(self, key) for key in self._hyper}

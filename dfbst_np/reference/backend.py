@@ -241,3 +241,8 @@ class TorchBackend(Backend):
                   milestones=Counter(int(m) for m in np.asarray(sched["milestones"]).reshape(-1)))
         scheduler.load_state_dict(sd)
         self.trainer.optimizer.param_groups[0]["initial_lr"] = base_lr
+
+
+def make_backend(cfg, initial, num_classes: int) -> TorchBackend:
+    """The run loop's torch backend (what :func:`dfbst_np.train.backend.trainer_for` calls)."""
+    return TorchBackend(cfg, initial, num_classes)

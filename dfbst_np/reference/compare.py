@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import models as np_models
 from .convert import to_numpy_state_dict
 from .trainer import as_inputs
 
@@ -262,8 +263,7 @@ def format_table(rows: Iterable[Row]) -> str:
 
 
 #: Input shape (C, H, W) of each model for :func:`check_model`.
-INPUT_SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
-                "vgg16": (3, 32, 32), "resnet18": (3, 32, 32)}
+INPUT_SHAPES = np_models.INPUT_SHAPES
 
 #: Gradients that are mathematically zero (a linear bias followed by
 #: BatchNorm1d: the normalisation removes any constant shift), judged by

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import models as np_models
 from .layers import MaskedConv2d, MaskedLinear
 
 
@@ -171,12 +172,8 @@ class ResNet18(nn.Module):
         return self.fc(x.reshape(x.shape[0], -1))
 
 
-MODELS = {
-    "lenet300_100": LeNet300_100,
-    "lenet_5": LeNet5,
-    "vgg16": VGG16,
-    "resnet18": ResNet18,
-}
+#: The torch twin of every model of dfbst_np's registry: the class of the same name here.
+MODELS = {name: globals()[m.cls.__name__] for name, m in np_models.REGISTRY.items()}
 
 
 def build(name: str, method: str = "dfbst", num_classes: int = 10,

@@ -65,7 +65,6 @@ import torch.nn as nn
 from .. import models as np_models
 from ..errors import DfbstError
 from .. import textbook as tb
-from ..sparse.masked import masked_layers as np_masked_layers
 from ..train.config import default_config
 from ..train.trainer import Trainer
 from .capture import StepCapture
@@ -81,8 +80,7 @@ DEFAULT_SCHEDULE = ((1, 0), (1, 1), (2, 0), (2, 1), (2, 2))
 STRESS_INPUT_SCALE = 8.0
 _SETTINGS = ("lr", "momentum", "weight_decay", "alpha", "beta", "clip_norm", "milestones", "gamma")
 # the parameter that names each built-in architecture, and its number of classes
-_ARCH_KEYS = {"lenet300_100": "fc3.weight", "lenet_5": "fc4.weight",
-              "vgg16": "classifier.3.weight", "resnet18": "fc.weight"}
+_ARCH_KEYS = {name: m.last_weight for name, m in np_models.REGISTRY.items()}
 _MASKS = (".mask", ".dmask")
 
 
@@ -457,9 +455,9 @@ class _Run:
                         "your model exposes no masks, so their dtype is unknown: float32_masks=False "
                         "assumed (pass float32_masks=True if your masks are float32)")
             self.float32_masks = f32
-            self.np_model = self._twin
-            for _, layer in np_masked_layers(self.np_model):
-                layer.float32_masks = bool(f32)
+            # the mask dtype is a model-wide setting, given when a model is built
+            self.np_model = self._twin if not f32 else build_twin(self._torch_shapes(), self.method,
+                                                                  True)[1]
         s = self.settings
         self.trainer = Trainer(self.np_model, lr=s["lr"], momentum=s["momentum"],
                                weight_decay=s["weight_decay"], alpha=s["alpha"], beta=s["beta"],

@@ -24,5 +24,15 @@ Each fast function names its textbook twin in :mod:`dfbst_np.textbook`.
 from .backward_mask import BackwardMask
 from .entries import Entries, Pattern
 from .mask_rule import forward_mask, layer_grads, threshold_penalty
-from .masked import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers
 from .step import ESTIMATORS
+
+_MASKED = ("MaskedConv2d", "MaskedLayer", "MaskedLinear", "masked_layers")
+
+
+def __getattr__(name):
+    # The masked layers are made from dfbst_np.methods, which is built on the
+    # modules above: importing them here eagerly would be an import cycle.
+    if name in _MASKED:
+        from . import masked
+        return getattr(masked, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

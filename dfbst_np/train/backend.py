@@ -13,17 +13,19 @@ only this interface of it:
   ``optional_state()`` (templates of the entries a checkpoint may lack);
 * ``model``: the backend's own model object.
 
-``numpy`` is :class:`NumpyBackend` below. ``torch`` is
-:class:`dfbst_np.reference.backend.TorchBackend`, imported only when asked
-for, so that ``import dfbst_np`` and NumPy runs never need PyTorch. Both
+``numpy`` is :class:`NumpyBackend` below. Other backends register
+themselves (:func:`register_backend`): ``torch``,
+:class:`dfbst_np.reference.backend.TorchBackend`, is registered by the
+``dfbst_np`` package as a loader that imports it only when asked for, so that
+``import dfbst_np`` and NumPy runs never need PyTorch, and nothing in
+``dfbst_np.train`` imports ``dfbst_np.reference``. Both
 start from the same initial weights, those the NumPy model draws from
 ``default_rng(seed)``, and both write the same checkpoint keys and arrays,
 so a run may continue on either.
 """
 from __future__ import annotations
 
-import importlib.util
-from typing import Dict
+from typing import Callable, Dict
 
 import numpy as np
 
@@ -34,8 +36,24 @@ from .checkpoint import strip_prefix, with_prefix
 from .config import RunConfig
 from .trainer import StepStats, Trainer, evaluate
 
-BACKENDS = ("numpy", "torch")
 DEVICES = ("cpu", "cuda")
+
+#: name -> loader of the backends registered besides numpy. A loader returns an
+#: object (a module) with ``check_device(device)`` and ``make_backend(cfg,
+#: initial_model, num_classes)``, or raises :class:`BackendUnavailable`.
+_LOADERS: Dict[str, Callable[[], object]] = {}
+
+
+def register_backend(name: str, loader: Callable[[], object]) -> None:
+    """Make ``--backend name`` available; ``loader`` is called only when it is chosen."""
+    if name == "numpy" or name in _LOADERS:
+        raise ValueError(f"register_backend: a backend named {name!r} exists already")
+    _LOADERS[name] = loader
+
+
+def backend_names():
+    """Every backend a run may choose: numpy, then the registered ones."""
+    return ("numpy",) + tuple(_LOADERS)
 
 
 class BackendUnavailable(ConfigError):
@@ -46,13 +64,13 @@ def build_model(cfg: RunConfig, num_classes: int):
     """The NumPy model of ``cfg``, its weights drawn from ``default_rng(cfg.seed)``."""
     return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
                  rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
-                 weight_grad=cfg.weight_grad)
+                 weight_grad=cfg.weight_grad, textbook=cfg.textbook)
 
 
 def build_trainer(cfg: RunConfig, model) -> Trainer:
     return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                    alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma, textbook=cfg.textbook)
+                   milestones=cfg.milestones, gamma=cfg.gamma)
 
 
 def overall_densities(per_layer: Dict[str, tuple]) -> Dict[str, float]:
@@ -137,6 +155,7 @@ class NumpyBackend(Backend):
         arrays = with_prefix("model", self.model.state_dict())
         arrays.update(with_prefix("optim", self.trainer.optimizer.state_dict()))
         arrays.update(with_prefix("sched", self.trainer.scheduler.state_dict()))
+        arrays.update(with_prefix("method", self.trainer.state_dict()))
         for name, layer in masked_layers(self.model):
             if layer.mask is not None:
                 arrays[f"mask/{name}"] = layer.mask.astype(bool)
@@ -154,37 +173,36 @@ class NumpyBackend(Backend):
         self.model.load_state_dict(strip_prefix("model", arrays))
         self.trainer.optimizer.load_state_dict(strip_prefix("optim", arrays))
         self.trainer.scheduler.load_state_dict(strip_prefix("sched", arrays))
+        self.trainer.load_state_dict(strip_prefix("method", arrays))
         for name, layer in masked_layers(self.model):    # the predicted mode's last D
             if f"dmask/{name}" in arrays:
                 layer.dmask = arrays[f"dmask/{name}"].astype(layer.dtype)
 
 
 def check_backend(cfg: RunConfig) -> None:
-    """Fail early, with one line, on a backend or device this machine cannot run."""
-    if cfg.backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {cfg.backend!r}; expected one of {BACKENDS}")
+    """Fail early, with one line, on a backend or device this machine cannot run;
+    return the chosen backend's loaded module (None for numpy)."""
+    if cfg.backend not in backend_names():
+        raise BackendUnavailable(f"unknown backend {cfg.backend!r}; expected one of {backend_names()}")
     if cfg.device not in DEVICES:
         raise BackendUnavailable(f"unknown device {cfg.device!r}; expected one of {DEVICES}")
     if cfg.backend == "numpy":
         if cfg.device != "cpu":
             raise BackendUnavailable(f"--device {cfg.device} needs --backend torch "
                                      "(the NumPy backend runs on the CPU)")
-        return
+        return None
     if cfg.weight_grad != "exact":
         raise BackendUnavailable(f"--weight-grad {cfg.weight_grad} is NumPy's accelerated "
-                                 "approximation; --backend torch computes the exact step")
-    if importlib.util.find_spec("torch") is None:
-        raise BackendUnavailable("--backend torch needs PyTorch, which is not installed; "
-                                 "install it with: pip install torch")
-    from ..reference.backend import check_device
-    check_device(cfg.device)
+                                 f"approximation; --backend {cfg.backend} computes the exact step")
+    backend = _LOADERS[cfg.backend]()
+    backend.check_device(cfg.device)
+    return backend
 
 
 def trainer_for(cfg: RunConfig, num_classes: int):
     """The backend that runs ``cfg``'s training steps (see the module docstring)."""
-    check_backend(cfg)
+    backend = check_backend(cfg)
     model = build_model(cfg, num_classes)     # every backend's initial weights
-    if cfg.backend == "numpy":
+    if backend is None:
         return NumpyBackend(model, build_trainer(cfg, model))
-    from ..reference.backend import TorchBackend
-    return TorchBackend(cfg, model, num_classes)
+    return backend.make_backend(cfg, model, num_classes)

@@ -1,10 +1,11 @@
 """Run settings and their per-model defaults (SPEC sections 1 and 4).
 
-DFBST's reference settings: SGD lr 0.1, momentum 0.9, weight decay 1e-4,
-alpha 5e-6, beta 0.1, clipping at 1.0, lr x0.1 after epochs 80 and 120,
-160 epochs, batch 64, seed 7. ``--method dst`` takes DST's own MNIST
-settings instead: lr 0.01, alpha 5e-4, 20 epochs, no weight decay, no
-clipping (DST's mnist/train_argument.py).
+The defaults below are DFBST's reference settings: SGD lr 0.1, momentum 0.9,
+weight decay 1e-4, alpha 5e-6, beta 0.1, clipping at 1.0, lr x0.1 after
+epochs 80 and 120, 160 epochs, batch 64, seed 7. Each method carries its own
+reference settings (``dfbst_np.methods.get(name).defaults``), which
+:func:`default_config` applies: ``--method dst`` takes DST's own MNIST
+settings (lr 0.01, alpha 5e-4, 20 epochs, no weight decay, no clipping).
 
 :meth:`RunConfig.validate` checks every value (a flag's or a config.json
 entry's) and names the flag or the file in its :class:`ConfigError`.
@@ -18,14 +19,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
 
+from .. import methods
 from ..errors import ConfigError
-from ..models import MODELS
+from ..methods import WEIGHT_GRADS
+from ..models import NAMES as MODELS, REGISTRY as MODEL_REGISTRY
 from ..sparse.kernels import PATHS
-from ..sparse.masked import METHODS, WEIGHT_GRADS
 from .data.datasets import canonical_name
 
-DATASET_FOR_MODEL = {"lenet300_100": "sample", "lenet_5": "sample",
-                     "vgg16": "cifar10", "resnet18": "cifar100"}
+DATASET_FOR_MODEL = {name: m.dataset for name, m in MODEL_REGISTRY.items()}
 
 
 @dataclass
@@ -110,10 +111,13 @@ class RunConfig:
         for field, (ok, what) in _RULES.items():
             value = getattr(self, field)
             if not ok(value):
+                what = what() if callable(what) else what
                 raise ConfigError(f"{where}{names.get(field, field)} must be {what}, got {value!r}")
-        if self.weight_grad == "predicted" and self.method != "dfbst":
-            raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} 'predicted' needs "
-                              f"method 'dfbst', got {self.method!r}")
+        accepted = methods.get(self.method).weight_grads
+        if self.weight_grad not in accepted:
+            raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} {self.weight_grad!r} "
+                              f"is not available for method {self.method!r} (it accepts "
+                              f"{list(accepted)})")
         if self.textbook and self.weight_grad == "predicted":
             raise ConfigError(f"{where}{names.get('textbook', 'textbook')} runs the exact rule; "
                               f"{names.get('weight_grad', 'weight_grad')} 'predicted' has no textbook form")
@@ -134,8 +138,8 @@ def _opt(rule: Callable[[object], bool]) -> Callable[[object], bool]:
 
 _positive_int = lambda v: _int(v) and v > 0          # noqa: E731
 _RULES = {
-    "model": (lambda v: v in MODELS, f"one of {sorted(MODELS)}"),
-    "method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    "model": (lambda v: v in MODELS, f"one of {list(MODELS)}"),
+    "method": (lambda v: v in methods.names(), lambda: f"one of {list(methods.names())}"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name"),
     "epochs": (_positive_int, "a positive integer"),
     "batch_size": (_positive_int, "a positive integer"),
@@ -167,9 +171,9 @@ _RULES = {
 def default_config(model: str = "lenet300_100", method: str = "dfbst", **overrides) -> RunConfig:
     """The reference settings for ``model`` and ``method``, then ``overrides``."""
     cfg = RunConfig(model=model, method=method, dataset=DATASET_FOR_MODEL.get(model, "sample"))
-    if method == "dst":
-        cfg.lr, cfg.alpha, cfg.epochs, cfg.clip_norm, cfg.milestones = 0.01, 5e-4, 20, None, ()
-        cfg.weight_decay = 0.0
+    if method in methods.names():            # an unknown one is reported by validate
+        for key, value in methods.get(method).defaults.items():
+            setattr(cfg, key, value)
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)

@@ -9,7 +9,9 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
+from .. import methods
 from ..errors import RunFolderError
+from ..models import REGISTRY as MODEL_REGISTRY
 from .folder import read_metrics
 
 #: Resolution of every saved or inline figure.
@@ -18,10 +20,11 @@ DPI = 110
 
 def run_title(model: str, method: str, dataset: str) -> str:
     """'LeNet-300-100, DFBST, Fashion-MNIST sample': what a figure's title names."""
-    models = {"lenet300_100": "LeNet-300-100", "lenet_5": "LeNet-5", "vgg16": "VGG-16", "resnet18": "ResNet-18"}
     data = {"sample": "Fashion-MNIST sample", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST",
             "kmnist": "KMNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-    return f"{models.get(model, model)}, {method.upper() if method != 'dense' else 'dense'}, {data.get(dataset, dataset)}"
+    model = MODEL_REGISTRY[model].title if model in MODEL_REGISTRY else model
+    method = methods.get(method).title if method in methods.names() else method
+    return f"{model}, {method}, {data.get(dataset, dataset)}"
 
 
 def readable_log_axis(ax, which: str = "y") -> None:

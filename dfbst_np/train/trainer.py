@@ -3,18 +3,21 @@ r"""The reference training step of DFBST (SPEC section 1, "Objective and optimis
 One call of :meth:`Trainer.step` does, in this order:
 
 1. forward, cross-entropy, and the hand-written backward of every layer
-   (each masked layer applies its own gradient rule for dW and dt);
-2. the threshold penalty :math:`\alpha \sum_i e^{-t_i}` on every forward threshold;
-3. for dfbst, the term :math:`\beta V_{prev}` from the second epoch on and
-   never at batch index 0: u gets :math:`\beta\, \partial V_{prev} / \partial u`,
-   computed with the previous step's values; on other steps u has *no*
-   gradient, so SGD leaves it (and its momentum) untouched;
-4. for dfbst, the backward mask D on each dW, and this step's V and
-   :math:`\partial V / \partial u`, kept for the next step;
-5. clipping of the total gradient norm, then SGD with momentum and weight decay.
+   (each masked layer applies its method's gradient rule for dW and dt);
+2. the method's loss term on its parameters (DST, DFBST: the threshold
+   penalty :math:`\alpha \sum_i e^{-t_i}`);
+3. the method's term carried from the previous step (DFBST:
+   :math:`\beta V_{prev}` from the second epoch on and never at batch index 0;
+   on other steps u has *no* gradient, so SGD leaves it untouched);
+4. the method's gradient mask (DFBST: D on each dW, and this step's V and
+   :math:`\partial V / \partial u`, kept for the next step);
+5. clipping of the total gradient norm, then SGD with momentum and weight decay;
+6. the method's topology update, if it has one at this step.
 
-This is the only place that knows that order. Layers never see the
-optimiser, and the optimiser never sees a mask.
+This is the only place that knows that order; *what* each step does is the
+method's, through the hooks of the implementation object the trainer shares
+with the model's layers (:mod:`dfbst_np.methods`, docs/SPEC.md "Method
+hooks"). Layers never see the optimiser, and the optimiser never sees a mask.
 
 Speed without changing the numbers: the layer that reads the network's input
 skips its backward-data product for the step (nothing needs dL/dx there);
@@ -23,11 +26,10 @@ both the finiteness check and the clipping (SGD is told not to scan for NaN
 again); each step runs with one BLAS thread unless the process was pinned
 (:func:`dfbst_np.runtime.step_threads`: scoped, restored after the step;
 the LeNets' products are too small to share between threads); step
-statistics use the counts the masks already made. With ``weight_grad="predicted"`` (DFBST's accelerated
-approximation, see :mod:`dfbst_np.sparse.masked`) the layers compute dW only
-on their predicted support and this trainer applies D there, takes the
-norm and clips on the support's values, and writes dW * D into the dense
-gradient once.
+statistics use the counts the masks already made. With a gradient on a
+support (DFBST's predicted mode, see :mod:`dfbst_np.methods.fast`) this
+trainer takes the norm and clips on the support's values, and writes the
+used gradient into the dense one once.
 """
 from __future__ import annotations
 
@@ -36,19 +38,16 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from .. import textbook as tb
+from .. import methods
+from ..methods import StepInfo
 from ..nn.clip import clip_grad_norm
 from ..nn.containers import Sequential
 from ..nn.loss import CrossEntropyLoss
 from ..nn.optim import SGD, MultiStepLR
 from ..nn.shape import Flatten
 from ..runtime import step_threads
-from ..sparse.backward_mask import BackwardMask, backward_mask
-from ..sparse.entries import Entries, Pattern
-from ..sparse.ledger import CostTotals, LayerCost, total_cost
-from ..sparse.mask_rule import threshold_penalty
-from ..sparse.masked import WEIGHT_GRADS, MaskedLayer, masked_layers
-from ..sparse.step import long_tailed
+from ..sparse.ledger import CostTotals, total_cost
+from ..sparse.masked import MaskedLayer, masked_layers
 
 
 @dataclass
@@ -72,11 +71,12 @@ class StepStats:
 
 
 class Trainer:
-    """The reference trainer for ``dense``, ``dst`` and ``dfbst`` models.
+    """The reference trainer of a model's method (``dense``, ``dst``, ``dfbst``, ...).
 
     Parameters
     ----------
-    model : a model from ``dfbst_np.models.build``.
+    model : a model from ``dfbst_np.models.build``, or any model of masked
+        layers that share one implementation object and one Settings.
     lr, momentum, weight_decay : SGD's; weight decay applies to every parameter
         with a gradient, thresholds included.
     alpha : weight of the threshold penalty (dst and dfbst).
@@ -84,61 +84,58 @@ class Trainer:
     clip_norm : max total gradient norm, or None for no clipping.
     milestones, gamma : the multi-step learning-rate schedule, per epoch.
     weight_grad : "exact", "predicted" or None
-        Set every masked layer's weight gradient mode (None keeps the model's).
-        "predicted" is DFBST's accelerated approximation (dfbst only).
+        Must be the model's setting if given (it is chosen when the model is
+        built, ``models.build(..., weight_grad=...)``); None: the model's.
     blas_threads : int or None
         BLAS threads during a step (scoped: restored after it). None: the
         count the process was pinned to (CLI ``--threads``), else 1.
-    textbook : bool
-        Run the whole rule through :mod:`dfbst_np.textbook` with dense
-        products: the masked layers' forward mask and gradient rule, the
-        backward mask with V and dV/du, the beta term and the penalty
-        (clipping and SGD are :mod:`dfbst_np.nn`'s either way). Slower, and
-        the same numbers as the default (fast) trainer.
+    textbook : bool or None
+        Whether the model's layers run the textbook implementation (plain
+        NumPy through :mod:`dfbst_np.textbook`, dense products; slower, the
+        same numbers): the model is built so (``models.build(...,
+        textbook=True)``) and this trainer then runs its own hooks (penalty,
+        beta term, backward mask) through the same implementation. None: as the
+        model is; True or False must match the model.
+    steps_per_epoch, epochs : the run's shape, if known: a method's schedule
+        (``StepInfo.step`` and ``total``) counts from them.
     """
 
     def __init__(self, model, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
                  alpha: float = 5e-6, beta: float = 0.1, clip_norm: Optional[float] = 1.0,
                  milestones=(80, 120), gamma: float = 0.1, weight_grad: Optional[str] = None,
-                 blas_threads: Optional[int] = None, textbook: bool = False) -> None:
+                 blas_threads: Optional[int] = None, textbook: Optional[bool] = None,
+                 steps_per_epoch: Optional[int] = None, epochs: Optional[int] = None) -> None:
         self.model = model
         self.layers = masked_layers(model)
-        methods = {layer.method for _, layer in self.layers}
-        if len(methods) > 1:
-            raise ValueError(f"Trainer: the model mixes methods {sorted(methods)}; use one")
-        self.method = methods.pop() if methods else "dense"
-        if weight_grad is not None:
-            if weight_grad not in WEIGHT_GRADS:
-                raise ValueError(f"Trainer: unknown weight_grad {weight_grad!r}; "
-                                 f"expected one of {WEIGHT_GRADS}")
-            if weight_grad == "predicted" and self.method != "dfbst":
-                raise ValueError(f"Trainer: weight_grad='predicted' needs method 'dfbst', "
-                                 f"the model's is {self.method!r}")
-            for _, layer in self.layers:
-                layer.weight_grad = weight_grad
-        self.textbook = bool(textbook)
-        self._set_textbook()
+        self.impl = _model_implementation(self.layers, textbook)
+        self.method = self.impl.method.name
+        self.textbook = self.impl.kind == "textbook"
+        settings = {layer.settings for _, layer in self.layers}
+        if len(settings) > 1:
+            raise ValueError(f"Trainer: the model's layers have different settings "
+                             f"{sorted(map(repr, settings))}; build them with one")
+        self.settings = settings.pop() if settings else methods.Settings()
+        if weight_grad is not None and weight_grad != self.settings.weight_grad:
+            raise ValueError(f"Trainer: weight_grad={weight_grad!r}, but the model was built with "
+                             f"weight_grad={self.settings.weight_grad!r}; choose it in "
+                             f"models.build(..., weight_grad=...)")
         self.input_layers = _input_layers(model)
         self.blas_threads = blas_threads
         self.alpha, self.beta, self.clip_norm = alpha, beta, clip_norm
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.steps_taken = 0
         self.loss_fn = CrossEntropyLoss(dtype=model_dtype(model))
         self.optimizer = SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.scheduler = MultiStepLR(self.optimizer, milestones=milestones, gamma=gamma)
-        self.prev = None    # the previous step's BackwardMask: V and d(beta V)/du
+        self.impl.setup(self.layers)
+        self.method_state = self.impl.new_run_state()
 
-    def _set_textbook(self) -> None:
-        """Switch every masked layer to the textbook rule (or back), and pick this
-        trainer's penalty and backward mask functions to match."""
-        for name, layer in self.layers:
-            if self.textbook and layer.weight_grad == "predicted":
-                raise ValueError(f"Trainer: textbook=True runs the exact rule; layer {name!r} "
-                                 f"has weight_grad='predicted', which has no textbook form")
-            if self.textbook and layer.estimator is not long_tailed:
-                raise ValueError(f"Trainer: textbook=True knows only the long-tailed estimator; "
-                                 f"layer {name!r} uses {layer.estimator.__name__!r}")
-            layer.textbook = self.textbook
-        self._penalty_rule = tb.threshold_penalty if self.textbook else threshold_penalty
-        self._mask_rule = _textbook_backward_mask if self.textbook else backward_mask
+    def step_info(self, epoch: int, index: int) -> StepInfo:
+        """Where the step (epoch, index) is in the run, for the method's schedule."""
+        spe = self.steps_per_epoch
+        step = (epoch - 1) * spe + index if spe else self.steps_taken
+        total = spe * self.epochs if spe and self.epochs else None
+        return StepInfo(epoch=epoch, index=index, step=step, total=total)
 
     def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int,
              trace: Optional[Callable[[str, Dict[str, np.ndarray]], None]] = None) -> StepStats:
@@ -161,20 +158,25 @@ class Trainer:
 
     def _step(self, x, y, epoch, index, trace) -> StepStats:
         """SPEC's five steps, one call each (see the module docstring)."""
-        logits, ce = self._forward_backward(x, y)
-        alpha_term = self._add_penalty()
-        beta_term = self._add_beta_term(epoch, index)
+        info = self.step_info(epoch, index)
+        logits, ce = self._forward_backward(x, y, self.impl.step_weight_grad(self, info))
+        alpha_term = self.impl.alpha_term(self)
+        beta_term = self.impl.beta_term(self, info)
         if trace is not None:
             trace("forward", {"logits": logits.copy(), "ce": np.array(ce),
                               "loss": np.array(ce + alpha_term + beta_term)})
             trace("grad", self._grads_for_trace())
-        used = self._apply_backward_mask()
+        used = self.impl.gradient_mask(self)
+        if used is None:      # the loss gradients are used as they are (on a support, maybe)
+            used = {f"{name}.weight": layer.loss_grad() for name, layer in self.layers}
         if trace is not None:
             trace("mask", self._masks_for_trace())
         grad_norm = self._clip_and_update(used, trace)
+        self.impl.after_update(self, info)
+        self.steps_taken += 1
         return StepStats(
             loss=ce + alpha_term + beta_term, ce=ce, alpha_term=alpha_term, beta_term=beta_term,
-            V=self.prev.V if self.method == "dfbst" else None, grad_norm=grad_norm,
+            V=self.impl.statistic(self), grad_norm=grad_norm,
             accuracy=float((logits.argmax(axis=1) == y).mean()),
             density={name: layer.density for name, layer in self.layers},
             bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
@@ -182,66 +184,19 @@ class Trainer:
             cost=self.step_cost())
 
     # -- 1. forward, loss, backward ------------------------------------------
-    def _forward_backward(self, x, y):
+    def _forward_backward(self, x, y, weight_grad):
         """Logits and CE of the batch; every layer's gradients (dW before D)."""
         model = self.model
         model.train()
         model.zero_grad()
-        for layer in self.input_layers:       # nothing reads dL/dx of the network's input
-            layer.input_grad = False
-        for _, layer in self.layers:          # the trainer writes dW * D itself
-            layer.defer_weight_grad = True
-        try:
-            logits = model.forward(x)
-            ce = self.loss_fn.forward(logits, y)
-            model.backward(self.loss_fn.backward())
-        finally:
-            for layer in self.input_layers:
-                layer.input_grad = True
-            for _, layer in self.layers:
-                layer.defer_weight_grad = False
+        first = set(map(id, self.input_layers))   # nothing reads dL/dx of the network's input
+        for _, layer in self.layers:              # the trainer writes the used dW itself
+            layer.next_step(input_grad=id(layer) not in first, weight_grad=weight_grad,
+                            deferred=True)
+        logits = model.forward(x)
+        ce = self.loss_fn.forward(logits, y)
+        model.backward(self.loss_fn.backward())
         return logits, ce
-
-    # -- 2. the threshold penalty ---------------------------------------------
-    def _add_penalty(self) -> float:
-        """alpha * sum exp(-t) of every layer: its value, and its gradient added to dt."""
-        total = 0.0
-        if self.method in ("dst", "dfbst"):
-            for _, layer in self.layers:
-                value, grad = self._penalty_rule(layer.params["threshold"], self.alpha)
-                total += value
-                layer.set_grad("threshold", layer.grads["threshold"] + grad)
-        return total
-
-    # -- 3. the beta term -----------------------------------------------------
-    def _beta_on(self, epoch: int, index: int) -> bool:
-        """From the second epoch on, never at batch index 0, once a V_prev exists."""
-        return self.method == "dfbst" and epoch >= 2 and index != 0 and self.prev is not None
-
-    def _add_beta_term(self, epoch: int, index: int) -> float:
-        """beta * V_prev, and u's gradient d(beta V_prev)/du; on other steps u has none."""
-        if not self._beta_on(epoch, index):
-            return 0.0
-        for (_, layer), grad_u in zip(self.layers, self.prev.grad_u):
-            layer.set_grad("dthreshold", grad_u)
-        return self.beta * self.prev.V
-
-    # -- 4. the backward mask -------------------------------------------------
-    def _apply_backward_mask(self):
-        """D on every masked layer's dW (SPEC "The backward mask"), kept with V and
-        dV/du for the next step; returns the weight gradients to use, by parameter
-        name (None for dense and dst: every gradient is used as it is)."""
-        if self.method != "dfbst":
-            return None
-        first = self.layers[0][1]
-        bm = self._mask_rule([layer.loss_grad() for _, layer in self.layers],
-                             [layer.params["dthreshold"] for _, layer in self.layers],
-                             scale=self.beta, estimator=first.estimator,
-                             float32_masks=first.float32_masks)
-        for (_, layer), D in zip(self.layers, bm.patterns):
-            layer.set_backward_mask(D)
-        self.prev = bm
-        return {f"{name}.weight": g for (name, _), g in zip(self.layers, bm.masked)}
 
     # -- 5. clipping and SGD --------------------------------------------------
     def _clip_and_update(self, used, trace) -> float:
@@ -307,7 +262,7 @@ class Trainer:
         for name, layer in self.layers:
             if layer.mask is not None:
                 out[f"{name}.mask"] = np.array(layer.mask)
-            if layer.dmask is not None and self.method == "dfbst":
+            if layer.dmask is not None:
                 out[f"{name}.dmask"] = np.array(layer.dmask)
         return out
 
@@ -319,17 +274,21 @@ class Trainer:
         return out
 
     def step_cost(self) -> CostTotals:
-        """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting")."""
-        costs = []
-        for name, layer in self.layers:
-            numel = layer.weight.size
-            nnz_d = layer.dmask_nnz
-            costs.append(LayerCost(name=name, n=layer.rows, numel=numel, nnz_m=layer.mask_nnz,
-                                   nnz_d=numel if nnz_d is None else nnz_d))
-        return total_cost(costs)
+        """Training FLOPs of the last step, exact and ideal (SPEC "Cost accounting"),
+        as the method counts what it paid."""
+        return total_cost([self.impl.layer_cost(name, layer) for name, layer in self.layers])
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """The method's state a checkpoint holds besides the model and the optimiser."""
+        return self.impl.state_dict(self)
+
+    def load_state_dict(self, arrays: Dict[str, np.ndarray]) -> None:
+        self.impl.load_state_dict(self, arrays)
 
     def end_epoch(self) -> None:
-        """Advance the learning-rate schedule (call once at the end of every epoch)."""
+        """The method's end-of-epoch hook, then the learning-rate schedule (call once
+        at the end of every epoch)."""
+        self.impl.end_epoch(self, self.scheduler.last_epoch + 1)
         self.scheduler.step()
 
     @property
@@ -337,14 +296,20 @@ class Trainer:
         return self.optimizer.lr
 
 
-def _textbook_backward_mask(dWs, us, scale: float, estimator, float32_masks: bool) -> BackwardMask:
-    """:func:`dfbst_np.textbook.backward_mask` on the layers' loss gradients, as a
-    :class:`~dfbst_np.sparse.backward_mask.BackwardMask` (the textbook knows only
-    the long-tailed estimator, which the Trainer checked)."""
-    Ds, masked, V, dV_du = tb.backward_mask([g.dense() for g in dWs], us, scale=scale,
-                                            float32_masks=float32_masks)
-    return BackwardMask([Pattern(keep=D != 0) for D in Ds], [Entries(g) for g in masked], V,
-                        dV_du, [g.dtype for g in masked])
+def _model_implementation(layers, textbook):
+    """The one implementation object the model's masked layers share (a model of
+    plain layers trains as ``dense``)."""
+    impls = {id(layer.impl): layer.impl for _, layer in layers}
+    if len(impls) > 1:
+        raise ValueError(f"Trainer: the model's layers use different implementations "
+                         f"{sorted(map(repr, impls.values()))}; use one")
+    impl = impls.popitem()[1] if impls else methods.implementation(
+        "dense", "textbook" if textbook else "fast")
+    if textbook is not None and bool(textbook) != (impl.kind == "textbook"):
+        raise ValueError(f"Trainer: textbook={bool(textbook)}, but the model's layers run the "
+                         f"{impl.kind} implementation; build the model with "
+                         f"models.build(..., textbook={bool(textbook)})")
+    return impl
 
 
 def _input_layers(model):

@@ -149,7 +149,7 @@ def watch_thresholds(np_model, ref, name):
     def np_forward(x):
         y = forward(x)
         seen["np"].append(np_layer.params["threshold"].copy())
-        seen["np_reset"].append(np_layer._fmask.reset)
+        seen["np_reset"].append(np_layer.state.fmask.reset)
         return y
 
     np_layer.forward = np_forward

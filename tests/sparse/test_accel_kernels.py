@@ -377,7 +377,7 @@ def test_conv_layer_sparse_equals_dense(conv, density):
             assert rel_err(plain.grads["bias"], layer.grads["bias"]) <= TOL
         # no input gradient: the same weight gradients, dx skipped
         layer.load_state_dict(state)
-        layer.input_grad = False
+        layer.next_step(input_grad=False)
         layer.forward(x)
         skipped = layer.backward(dy)
         assert skipped.shape == x.shape and not skipped.any()
@@ -393,12 +393,12 @@ def test_eval_reuses_the_mask_until_weights_change(rng):
     x = rng.standard_normal((4, 30))
     layer.eval()
     y1 = layer.forward(x)
-    kernel = layer._prev_kernel
+    kernel = layer.state.prev_kernel
     y2 = layer.forward(x)
-    assert layer._prev_kernel is kernel and np.array_equal(y1, y2)
+    assert layer.state.prev_kernel is kernel and np.array_equal(y1, y2)
     layer.params["weight"][0, 0] += 1.0              # a change is seen
     y3 = layer.forward(x)
-    assert layer._prev_kernel is not kernel
+    assert layer.state.prev_kernel is not kernel
     w_hat = layer.weight * (np.abs(layer.weight) > 0.05)
     assert rel_err(y3, x @ w_hat.T + layer.params["bias"]) <= TOL
     layer.params["threshold"][...] = 0.06            # so is a threshold change

@@ -40,9 +40,9 @@ def run_pair(name, path, steps, full_support, clip_norm=1.0):
     built = []
     for mode in ("exact", "predicted"):
         m = models.build(name, method="dfbst", dtype=np.float64, kernel_path=path,
-                         rng=np.random.default_rng(1))
+                         rng=np.random.default_rng(1), weight_grad=mode)
         set_densities(m, 0.3, np.random.default_rng(2))
-        built.append((m, Trainer(m, milestones=(5,), weight_grad=mode, clip_norm=clip_norm)))
+        built.append((m, Trainer(m, milestones=(5,), clip_norm=clip_norm)))
     (m_e, t_e), (m_p, t_p) = built
     data = [(rng.random((8,) + SHAPES[name]), rng.integers(0, 10, 8)) for _ in range(steps)]
     sched = [(1 + k // 2, k % 2 + (k // 2 > 0)) for k in range(steps)]   # epoch 2 steps use V
@@ -124,7 +124,8 @@ def test_partial_support_is_what_the_docstring_says():
     assert rel_err(layer.grads["threshold"], dt_on_S) <= TOL
     # the trainer's D lies inside S
     model_rng = np.random.default_rng(6)
-    m = models.build("lenet300_100", method="dfbst", dtype=np.float64, rng=model_rng)
+    m = models.build("lenet300_100", method="dfbst", dtype=np.float64, rng=model_rng,
+                     weight_grad="predicted")
     set_densities(m, 0.1, model_rng)
     tr = Trainer(m, weight_grad="predicted")
     xb, yb = model_rng.random((8, 1, 28, 28)), model_rng.integers(0, 10, 8)
@@ -142,12 +143,14 @@ def test_partial_support_is_what_the_docstring_says():
 
 
 def test_predicted_needs_dfbst():
-    with pytest.raises(ValueError, match="dfbst"):
+    with pytest.raises(ValueError, match="predicted.*dst"):
         MaskedLinear(4, 3, method="dst", weight_grad="predicted")
     with pytest.raises(ValueError, match="weight_grad"):
         MaskedLinear(4, 3, weight_grad="fast")
-    m = models.build("lenet300_100", method="dst")
-    with pytest.raises(ValueError, match="dfbst"):
+    with pytest.raises(ValueError, match="predicted.*dst"):
+        models.build("lenet300_100", method="dst", weight_grad="predicted")
+    m = models.build("lenet300_100", method="dfbst")
+    with pytest.raises(ValueError, match="models.build"):      # chosen when the model is built
         Trainer(m, weight_grad="predicted")
     m = models.build("lenet300_100", method="dfbst", weight_grad="predicted")
     assert all(layer.weight_grad == "predicted" for _, layer in masked_layers(m))

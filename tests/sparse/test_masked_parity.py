@@ -153,11 +153,11 @@ def test_masked_layer_matches_reference(method, shape, density):
     density_used = layer.mask.mean()
     if density == "<1%":
         # the reset fired on both sides: t zeroed, and M keeps every nonzero weight
-        assert layer._fmask.reset
+        assert layer.state.fmask.reset
         assert np.all(t_np == 0) and np.all(t_ref == 0)
         assert density_used == 1.0
     else:
-        assert not layer._fmask.reset
+        assert not layer.state.fmask.reset
         np.testing.assert_array_equal(t_np, t0)
         np.testing.assert_array_equal(t_ref, t0)
         target = {"100%": 1.0, "50%": 0.5, "5%": 0.05}[density]

@@ -132,10 +132,10 @@ def test_sparse_and_dense_paths_agree(method, name, density, dtype, paths):
 
     kept = mask_d.mean()
     if density == 0.0:
-        assert kept == 0.0 and layer_d._fmask.reset and np.all(layer_s.params["threshold"] == 0)
+        assert kept == 0.0 and layer_d.state.fmask.reset and np.all(layer_s.params["threshold"] == 0)
         assert not np.any(sparse["dx"]) and not np.any(sparse["grad_weight"])
     else:
-        assert not layer_d._fmask.reset
+        assert not layer_d.state.fmask.reset
         assert kept > 0.01 and abs(kept - density) <= 0.01 * density + 2.0 / mask_d.size
 
 

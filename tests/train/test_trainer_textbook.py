@@ -38,7 +38,7 @@ def run_pair(name, method, float32_masks, schedule, batch):
     pair = []
     for textbook in (False, True):
         model = build(name, method=method, dtype=np.float64, float32_masks=float32_masks,
-                      rng=np.random.default_rng(1))
+                      rng=np.random.default_rng(1), textbook=textbook)
         start(model, method, np.random.default_rng(2))
         pair.append((model, dn.Trainer(model, textbook=textbook)))
     data = [(rng.random((batch,) + SHAPES[name]), rng.integers(0, 10, batch)) for _ in schedule]
@@ -88,9 +88,20 @@ def test_textbook_trainer_equals_default_deep(name):
 
 
 def test_textbook_trainer_refuses_what_has_no_textbook_form():
-    model = build("lenet300_100", method="dfbst", dtype=np.float64, weight_grad="predicted")
+    model = build("lenet300_100", method="dfbst", dtype=np.float64, weight_grad="predicted",
+                  textbook=True)
     with pytest.raises(ValueError, match="predicted"):
-        dn.Trainer(model, textbook=True)
-    model = build("lenet300_100", method="dfbst", dtype=np.float64, estimator="identity")
+        dn.Trainer(model).step(np.zeros((2, 1, 28, 28)), np.zeros(2, int), epoch=1, index=0)
     with pytest.raises(ValueError, match="long-tailed"):
-        dn.Trainer(model, textbook=True)
+        build("lenet300_100", method="dfbst", dtype=np.float64, estimator="identity", textbook=True)
+
+
+def test_textbook_trainer_must_match_the_model():
+    """The implementation is chosen when the model is built; a trainer that asks for
+    the other one is refused, naming how to build the model."""
+    with pytest.raises(ValueError, match=r"models.build\(\.\.\., textbook=True\)"):
+        dn.Trainer(build("lenet300_100", method="dst", dtype=np.float64), textbook=True)
+    with pytest.raises(ValueError, match=r"textbook=False"):
+        dn.Trainer(build("lenet300_100", method="dst", dtype=np.float64, textbook=True),
+                   textbook=False)
+    assert dn.Trainer(build("lenet300_100", method="dst", textbook=True)).textbook
