@@ -63,8 +63,9 @@ class FastGMP(GMPHooks, FastMaskHooks, FastRule):
     def prune(self, layer, density):
         """In place on W and M; returns the pruned entries as bool (out, fan_in)."""
         st = layer.state
-        gone = np.zeros(st.keep.shape, dtype=bool)
-        gone.reshape(-1)[tp.prune_to_density(layer.weight2d, st.keep, density)] = True
+        st.keep = keep = st.keep.copy()     # a new array: see FastMaskHooks
+        gone = np.zeros(keep.shape, dtype=bool)
+        gone.reshape(-1)[tp.prune_to_density(layer.weight2d, keep, density)] = True
         return gone
 
 

@@ -78,8 +78,9 @@ class FastRigL(RigLHooks, FastMaskHooks, FastRule):
     def grow(self, layer, grad, f):
         """In place on W and M; returns the entries that left or entered M, bool (out, fan_in)."""
         st = layer.state
-        gone, new = tp.rigl_update_(layer.weight2d, st.keep, grad, f)
-        changed = np.zeros(st.keep.shape, dtype=bool)
+        st.keep = keep = st.keep.copy()     # a new array: see FastMaskHooks
+        gone, new = tp.rigl_update_(layer.weight2d, keep, grad, f)
+        changed = np.zeros(keep.shape, dtype=bool)
         flat = changed.reshape(-1)
         flat[gone] = True
         flat[new] = True

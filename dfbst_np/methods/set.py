@@ -50,8 +50,9 @@ class FastSET(SETHooks, FastMaskHooks, FastRule):
     def evolve(self, layer, rng):
         """In place on W and M; returns the entries that left or entered M, bool (out, fan_in)."""
         st = layer.state
-        gone, new = tp.set_update_(layer.weight2d, st.keep, self.options["zeta"], rng, layer_init(layer))
-        changed = np.zeros(st.keep.shape, dtype=bool)
+        st.keep = keep = st.keep.copy()     # a new array: see FastMaskHooks
+        gone, new = tp.set_update_(layer.weight2d, keep, self.options["zeta"], rng, layer_init(layer))
+        changed = np.zeros(keep.shape, dtype=bool)
         flat = changed.reshape(-1)
         flat[gone] = True
         flat[new] = True

@@ -81,17 +81,20 @@ class TopologyHooks:
 
     # -- options ------------------------------------------------------------
     @classmethod
-    def check_options(cls, options: Dict) -> Dict:
-        """Each option known to the method and valid; a ValueError names the first bad one."""
+    def check_options(cls, options: Dict, names: Mapping[str, str] = None) -> Dict:
+        """Each option known to the method and valid; a ValueError names the first bad one
+        (as ``names`` calls it, e.g. ``{"zeta": "--zeta"}``; default "option zeta")."""
+        names = names or {}
+        call = lambda key: names.get(key, f"option {key}")     # noqa: E731
         for key, value in options.items():
             if key not in cls.OPTIONS:
                 raise ValueError(f"unknown option {key!r}; this method takes {sorted(cls.OPTIONS)}")
             ok, what = _RULES[key]
             if not ok(value):
-                raise ValueError(f"option {key} must be {what}, got {value!r}")
+                raise ValueError(f"{call(key)} must be {what}, got {value!r}")
         if "prune_start" in options and options["prune_start"] > options["update_end"]:
-            raise ValueError(f"option prune_start ({options['prune_start']}) must not come after "
-                             f"update_end ({options['update_end']})")
+            raise ValueError(f"{call('prune_start')} ({options['prune_start']}) must not come after "
+                             f"{call('update_end')} ({options['update_end']})")
         return options
 
     def configured(self, **options):
@@ -175,7 +178,13 @@ class TopologyHooks:
 
 
 class FastMaskHooks(TopologyHooks):
-    """The fast implementation's forward mask: the stored ``keep``, no rule."""
+    """The fast implementation's forward mask: the stored ``keep``, no rule.
+
+    A topology update gives ``keep`` a new array instead of changing it in
+    place: the kernels keep the last forward's mask to reuse its sparse
+    structure while the mask is unchanged, and an array changed in place
+    would compare equal to itself.
+    """
 
     def forward_mask(self, layer, w2):
         return ForwardMask(keep=layer.state.keep, absw=np.abs(w2),

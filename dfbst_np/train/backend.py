@@ -11,6 +11,8 @@ only this interface of it:
 * ``state() -> {key: array}`` in the checkpoint's format (``model/``,
   ``optim/``, ``sched/``, ``mask/``, ``dmask/``), ``load_state(arrays)`` and
   ``optional_state()`` (templates of the entries a checkpoint may lack);
+  a backend module may offer ``check_method(method)``, which refuses a
+  method it has no twin of;
 * ``model``: the backend's own model object.
 
 ``numpy`` is :class:`NumpyBackend` below. Other backends register
@@ -29,6 +31,7 @@ from typing import Callable, Dict
 
 import numpy as np
 
+from .. import methods
 from ..models import build
 from ..sparse.masked import masked_layers
 from ..errors import ConfigError
@@ -62,15 +65,21 @@ class BackendUnavailable(ConfigError):
 
 def build_model(cfg: RunConfig, num_classes: int):
     """The NumPy model of ``cfg``, its weights drawn from ``default_rng(cfg.seed)``."""
-    return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
+    impl = methods.implementation(cfg.method, "textbook" if cfg.textbook else "fast")
+    options = cfg.method_options()
+    if options:                # a method's options (gmp, set, rigl): a configured copy
+        impl = impl.configured(**options)
+    return build(cfg.model, method=impl, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
                  rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
-                 weight_grad=cfg.weight_grad, textbook=cfg.textbook)
+                 weight_grad=cfg.weight_grad)
 
 
-def build_trainer(cfg: RunConfig, model) -> Trainer:
+def build_trainer(cfg: RunConfig, model, steps_per_epoch=None) -> Trainer:
+    """The NumPy Trainer of ``cfg`` (``steps_per_epoch``: the run's, for a method's schedule)."""
     return Trainer(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                    alpha=cfg.alpha, beta=cfg.beta, clip_norm=cfg.clip_norm,
-                   milestones=cfg.milestones, gamma=cfg.gamma)
+                   milestones=cfg.milestones, gamma=cfg.gamma, steps_per_epoch=steps_per_epoch,
+                   epochs=cfg.epochs)
 
 
 def overall_densities(per_layer: Dict[str, tuple]) -> Dict[str, float]:
@@ -196,13 +205,16 @@ def check_backend(cfg: RunConfig) -> None:
                                  f"approximation; --backend {cfg.backend} computes the exact step")
     backend = _LOADERS[cfg.backend]()
     backend.check_device(cfg.device)
+    check_method = getattr(backend, "check_method", None)    # a backend may lack some methods
+    if check_method is not None:
+        check_method(cfg.method)
     return backend
 
 
-def trainer_for(cfg: RunConfig, num_classes: int):
+def trainer_for(cfg: RunConfig, num_classes: int, steps_per_epoch=None):
     """The backend that runs ``cfg``'s training steps (see the module docstring)."""
     backend = check_backend(cfg)
     model = build_model(cfg, num_classes)     # every backend's initial weights
     if backend is None:
-        return NumpyBackend(model, build_trainer(cfg, model))
+        return NumpyBackend(model, build_trainer(cfg, model, steps_per_epoch))
     return backend.make_backend(cfg, model, num_classes)

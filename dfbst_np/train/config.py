@@ -58,6 +58,19 @@ class RunConfig:
     threads: Optional[int] = None         # BLAS threads the run was trained with (None: unknown)
     backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
     device: str = "cpu"                   # cpu, or cuda (torch backend only)
+    # Options of the methods that have them (gmp, set, rigl; SPEC section 8),
+    # None: the method's default. A method refuses an option it does not take.
+    density: Optional[float] = None       # overall forward density of the masked weights
+    distribution: Optional[str] = None    # erk or uniform: how density is spread over layers
+    zeta: Optional[float] = None          # set: fraction dropped and regrown after every epoch
+    drop_fraction: Optional[float] = None  # rigl: alpha, the first update's fraction
+    update_interval: Optional[int] = None  # gmp, rigl: steps between topology updates
+    prune_start: Optional[float] = None   # gmp: fraction of the run where pruning starts
+    update_end: Optional[float] = None    # gmp: target reached; rigl: mask fixed from here
+
+    def method_options(self) -> dict:
+        """The method options this run sets (the others take the method's defaults)."""
+        return {k: getattr(self, k) for k in METHOD_OPTIONS if getattr(self, k) is not None}
 
     def save(self, path) -> None:
         """Write config.json atomically (a temporary file, then a rename)."""
@@ -118,10 +131,33 @@ class RunConfig:
             raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} {self.weight_grad!r} "
                               f"is not available for method {self.method!r} (it accepts "
                               f"{list(accepted)})")
+        self._validate_method_options(where, names)
         if self.textbook and self.weight_grad == "predicted":
             raise ConfigError(f"{where}{names.get('textbook', 'textbook')} runs the exact rule; "
                               f"{names.get('weight_grad', 'weight_grad')} 'predicted' has no textbook form")
         return self
+
+
+    def _validate_method_options(self, where: str, names: Mapping[str, str]) -> None:
+        """Each option set is one the method takes, with a valid value (the method's rules)."""
+        given = self.method_options()
+        impl = methods.get(self.method).fast
+        takes = getattr(impl, "OPTIONS", {})
+        for key in given:
+            if key not in takes:
+                known = ", ".join(names.get(k, k) for k in takes) if takes else "none"
+                raise ConfigError(f"{where}{names.get(key, key)} is not an option of method "
+                                  f"{self.method!r} (its options: {known})")
+        if given:
+            try:
+                type(impl).check_options(dict(impl.options, **given), names=names)
+            except ValueError as e:
+                raise ConfigError(f"{where}{e}") from None
+
+
+#: RunConfig fields that are options of a method (see RunConfig.method_options).
+METHOD_OPTIONS = ("density", "distribution", "zeta", "drop_fraction", "update_interval",
+                  "prune_start", "update_end")
 
 
 def _int(v) -> bool:

@@ -74,7 +74,8 @@ class Run:
         self.cfg, self.out = cfg.validate(), Path(out)
         check_backend(cfg)                # before the data: a missing torch or GPU fails at once
         self.data = data if data is not None else load_data(cfg)
-        self.backend = trainer_for(cfg, self.data.num_classes)    # NumPy's Trainer, or torch's
+        self.backend = trainer_for(cfg, self.data.num_classes,    # NumPy's Trainer, or torch's
+                                   -(-len(self.data.train_y) // cfg.batch_size))
         self.model, self.trainer = self.backend.model, self.backend.trainer
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
