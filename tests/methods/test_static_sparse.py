@@ -64,7 +64,8 @@ class StaticHooks:
 
     def layer_cost(self, name, layer):
         nnz = int(layer.state.keep.sum())
-        return LayerCost(name=name, n=layer.rows, numel=layer.weight.size, nnz_m=nnz, nnz_d=nnz)
+        return LayerCost(name=name, n=layer.rows, numel=layer.weight.size, nnz_m=nnz, nnz_d=nnz,
+                         nnz_exact=nnz)
 
     def state_dict(self, trainer):
         return {f"keep.{name}": layer.state.keep.copy() for name, layer in trainer.layers}
@@ -144,9 +145,9 @@ def test_trains_through_the_trainer_with_both_implementations(name):
                 assert not w[~keep].any() and not buf[~keep].any()      # exactly 0
                 assert w[keep].all()
         assert abs(np.mean(list(s_f.density.values())) - DENSITY) < 0.05
-        cost = s_f.cost
-        assert cost.weight_grad_flops_ideal == sum(
-            2 * l.rows * int(l.state.keep.sum()) for _, l in masked_layers(m_f))
+        paid = sum(2 * l.rows * int(l.state.keep.sum()) for _, l in masked_layers(m_f))
+        assert s_f.cost.weight_grad_flops_ideal == s_f.cost.weight_grad_flops_exact == paid
+        assert s_t.cost == s_f.cost
     # the masks are the method's state: a checkpoint round trip restores them
     saved = t_f.state_dict()
     model = build(name, method=NAME, dtype=np.float64, rng=np.random.default_rng(99))
