@@ -15,7 +15,7 @@ Symbols, for one masked layer (a conv weight is its (out, in*kh*kw) matrix):
 * A = dL/dW_hat (out, fan_in): the gradient of the masked weight.
 * V: the std of every masked layer's masked gradient.
 
-``method`` is ``"dst"`` (DST: tau = t) or ``"dfbst"`` (tau = |t|);
+``method`` is ``"dst"`` (DST: tau = t) or ``"dfbst"`` (tau = ``|t|``);
 ``"dense"`` has no mask. ``float32_masks=True`` reproduces the authors'
 float32 masks: autograd rounds every gradient that flows into a mask to
 float32 (SPEC, "Float32 masks in the reference").
@@ -62,7 +62,7 @@ def h(x: np.ndarray) -> np.ndarray:
 
 
 def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
-    r"""The threshold the mask compares |W| with, per row.
+    r"""The threshold the mask compares ``|W|`` with, per row.
 
     .. math:: \tau_i = |t_i| \text{ (dfbst)}, \qquad \tau_i = t_i \text{ (dst)}
     """
@@ -130,8 +130,9 @@ def layer_grads(A: np.ndarray, W: np.ndarray, t: np.ndarray, M: np.ndarray, meth
                 float32_masks: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     r"""The gradient rule: dL/dW and dL/dt from A through the STE (no alpha term).
 
-    M = H(|W| - tau) sits in W_hat = W * M, so the chain rule with h in place
-    of H' gives, with z = |W| - tau and G = A * W the gradient reaching M:
+    ``M = H(|W| - tau)`` sits in ``W_hat = W * M``, so the chain rule with h in
+    place of H' gives, with ``z = |W| - tau`` and ``G = A * W`` the gradient
+    reaching M:
 
     .. math::
         \frac{\partial L}{\partial W} = A \odot M + G \odot \operatorname{sign}(W) \odot h(z)

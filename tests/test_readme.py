@@ -1,9 +1,13 @@
-"""Every ```python block of README.md runs as written.
+"""Every ```python block of README.md, and of the pages under docs/ that README
+links to (README is the front page; the detail moved to those pages), runs as
+written.
 
-Each block, whichever README holds when the tests run, is run verbatim in a
-fresh interpreter (``sys.executable -c``) from an empty temporary working
-directory and must exit 0. The interpreter imports this checkout's
-dfbst_np (its folder goes first on PYTHONPATH); nothing else is set up.
+Each block, whichever README and pages hold when the tests run, is run
+verbatim in a fresh interpreter (``sys.executable -c``) from an empty
+temporary working directory and must exit 0. The interpreter imports this
+checkout's dfbst_np (its folder goes first on PYTHONPATH); nothing else is
+set up. docs/SPEC.md is the exception: its blocks are the interface's
+signatures, not programs.
 """
 import os
 import re
@@ -42,7 +46,19 @@ def python_blocks(text: str):
     return [(line, code) for line, info, code in code_blocks(text) if info in PYTHON]
 
 
-BLOCKS = python_blocks((REPO / "README.md").read_text(encoding="utf-8"))
+NOT_PROGRAMS = {"docs/SPEC.md"}
+
+
+def linked_pages(text: str):
+    """The docs/*.md pages a Markdown text links to, in order, each once."""
+    found = re.findall(r"\]\((docs/[^)#\s]+\.md)(?:#[^)]*)?\)", text)
+    return list(dict.fromkeys(found))
+
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+PAGES = ["README.md"] + [p for p in linked_pages(README) if p not in NOT_PROGRAMS]
+BLOCKS = [(page, line, code) for page in PAGES if (REPO / page).is_file()
+          for line, code in python_blocks((REPO / page).read_text(encoding="utf-8"))]
 
 
 def test_the_block_finder():
@@ -54,16 +70,26 @@ def test_the_block_finder():
 
 
 def test_readme_has_python_blocks():
-    assert BLOCKS, "README.md has no ```python block"
+    assert any(page == "README.md" for page, _, _ in BLOCKS), "README.md has no ```python block"
 
 
-@pytest.mark.parametrize("line, code", BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])
-def test_readme_python_block_runs(line, code, tmp_path):
+def test_the_page_finder():
+    text = "see [a](docs/a.md), [b](docs/b.md#part), [a again](docs/a.md), [x](notebooks/README.md), `docs/c.md`"
+    assert linked_pages(text) == ["docs/a.md", "docs/b.md"]
+
+
+def test_every_page_readme_links_to_exists():
+    missing = [p for p in linked_pages(README) if not (REPO / p).is_file()]
+    assert not missing, f"README.md links to pages that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page, line, code", BLOCKS, ids=[f"{page}:{line}" for page, line, _ in BLOCKS])
+def test_readme_python_block_runs(page, line, code, tmp_path):
     cwd = tmp_path / "empty"
     cwd.mkdir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=600)
-    assert r.returncode == 0, (f"README.md line {line}: the block exited {r.returncode}\n"
+    assert r.returncode == 0, (f"{page} line {line}: the block exited {r.returncode}\n"
                                f"{r.stderr[-4000:]}")
