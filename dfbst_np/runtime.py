@@ -10,12 +10,18 @@ Two kinds of call live here, and the difference matters:
   BLAS threads for the duration of a ``with`` block and restores the previous
   counts on exit. The Trainer wraps each step in it, so a library user who
   pins nothing gets the one-thread speed of the CLI without having their
-  process changed behind their back.
+  process changed behind their back;
+* inside that limit, :func:`product_threads` lifts it again for one product
+  large enough to share (at least :data:`SHARE_MACS` multiply-adds, such as
+  LeNet-5's convolutions at batch 256) to the threads the process had before
+  the step, and restores it after the product.
 
-Why one thread: the LeNets' products are a few hundred microseconds each, too
-small to share. OpenBLAS's threads then cost more in synchronisation than
-they save (on this project's 2-core machine the default LeNet-300-100 run took
-183 s with two threads and 6 s with one; see benchmarks/README.md).
+Why one thread: most of the LeNets' products are a few hundred microseconds
+each, too small to share. OpenBLAS's threads then cost more in
+synchronisation than they save (on this project's 2-core machine the default
+LeNet-300-100 run took 183 s with two threads and 6 s with one; see
+benchmarks/README.md). A product of tens of millions of multiply-adds takes
+milliseconds, and there a second core pays.
 
 BLAS libraries are found and driven by threadpoolctl (the library
 scikit-learn uses for this), which knows OpenBLAS, MKL and BLIS builds.
@@ -32,13 +38,21 @@ import ctypes.util
 from typing import Dict, Iterator, Optional
 
 __all__ = ["set_blas_threads", "pinned_blas_threads", "blas_thread_count", "step_threads",
-           "keep_freed_memory", "STEP_THREADS"]
+           "product_threads", "threads_for", "matmul", "keep_freed_memory", "STEP_THREADS", "SHARE_MACS"]
 
 #: BLAS threads inside a training step when the process has not been pinned.
 STEP_THREADS = 1
+#: Multiply-adds from which one product inside :func:`step_threads`' own limit
+#: runs on every thread the process had before the step (a few milliseconds of
+#: one core: LeNet-5's convolutions at batch 256, not LeNet-300-100's layers).
+SHARE_MACS = 1 << 25
 
 _controller = None
 _pinned: Optional[int] = None
+# Threads a product of SHARE_MACS or more may use inside the step limit in
+# force (None: no step limit of ours is in force, or it took nothing away).
+_share: Optional[int] = None
+_NO_CHANGE = contextlib.nullcontext()
 
 
 def _blas_controller():
@@ -74,8 +88,27 @@ def pinned_blas_threads() -> Optional[int]:
 
 def blas_thread_count() -> int:
     """Threads the first loaded BLAS library (NumPy's) uses now; 1 when none is found."""
-    info = _blas_controller().info()
-    return max(1, int(info[0]["num_threads"])) if info else 1
+    libs = _blas_controller().lib_controllers
+    return max(1, int(libs[0].num_threads)) if libs else 1
+
+
+@contextlib.contextmanager
+def _limited(n: int) -> Iterator[None]:
+    """Every loaded BLAS library at ``n`` threads inside the block, each restored after it.
+
+    threadpoolctl's own ``limit`` context does the same but first collects
+    every library's full description (tens of microseconds); this asks each
+    library only for its count.
+    """
+    libs = _blas_controller().lib_controllers
+    before = [lib.num_threads for lib in libs]
+    try:
+        for lib in libs:
+            lib.set_num_threads(n)
+        yield
+    finally:
+        for lib, k in zip(libs, before):
+            lib.set_num_threads(k)
 
 
 @contextlib.contextmanager
@@ -84,14 +117,57 @@ def step_threads(n: Optional[int] = None) -> Iterator[int]:
 
     ``n`` None means: leave a pinned process as it is (its owner chose the
     count), otherwise :data:`STEP_THREADS`. Costs about 10 microseconds.
+    Inside the block, :func:`product_threads` gives a product of at least
+    :data:`SHARE_MACS` multiply-adds the threads the process had before it.
     """
+    global _share
     if n is None:
         if _pinned is not None:
             yield _pinned
             return
         n = STEP_THREADS
-    with _blas_controller().limit(limits=int(n)):
-        yield int(n)
+    n = int(n)
+    every = blas_thread_count()
+    saved, _share = _share, (every if every > n else None)
+    try:
+        with _limited(n):
+            yield n
+    finally:
+        _share = saved
+
+
+def threads_for(macs: float) -> int:
+    """BLAS threads a product of ``macs`` multiply-adds runs on here, now.
+
+    Inside :func:`step_threads`' own limit: the process's threads before the
+    step for a product of at least :data:`SHARE_MACS`, else the limit;
+    elsewhere whatever BLAS uses now. The cost model of
+    :mod:`dfbst_np.sparse.costs` divides a dense product's time by it.
+    """
+    if _share is not None and macs >= SHARE_MACS:
+        return _share
+    return blas_thread_count()
+
+
+def product_threads(macs: float):
+    """Context for one product of ``macs`` multiply-adds: inside :func:`step_threads`'
+    own limit, a product of at least :data:`SHARE_MACS` runs on the threads the
+    process had before the step (restored after it); anything else is left as
+    it is. Costs nothing below the size, a few microseconds above it.
+    """
+    if _share is None or macs < SHARE_MACS:
+        return _NO_CHANGE
+    return _limited(_share)
+
+
+def matmul(a, b):
+    """``a @ b`` of two 2-D arrays by BLAS, inside :func:`product_threads` for its size.
+
+    The dense products of the layers go through it, so that inside a step only
+    the large ones are shared among threads.
+    """
+    with product_threads(a.shape[0] * a.shape[1] * b.shape[1]):
+        return a @ b
 
 
 _M_TRIM_THRESHOLD = -1

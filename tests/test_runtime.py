@@ -66,3 +66,40 @@ def test_trainer_step_does_not_change_the_process():
 def test_bad_thread_count_is_refused():
     with pytest.raises(ValueError, match="BLAS threads"):
         runtime.set_blas_threads(0)
+
+
+def test_large_products_share_the_process_threads_inside_the_step():
+    out = _run("""
+        import numpy as np
+        from threadpoolctl import threadpool_limits, threadpool_info
+        from dfbst_np import runtime
+        def counts():
+            return sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        threadpool_limits(2, user_api="blas")        # the process's threads, as a user left them
+        big, small = runtime.SHARE_MACS, runtime.SHARE_MACS - 1
+        seen = []
+        with runtime.step_threads(None):
+            seen.append((runtime.threads_for(big), runtime.threads_for(small)))
+            with runtime.product_threads(big):
+                seen.append(counts())
+            seen.append(counts())
+            with runtime.product_threads(small):
+                seen.append(counts())
+            a = np.ones((2, 3)); b = np.ones((3, 4))
+            seen.append(float(runtime.matmul(a, b).sum()))
+        seen.append(counts())
+        with runtime.product_threads(big):             # outside a step: left as it is
+            seen.append(counts())
+        print(seen)
+    """)
+    assert out == "[(2, 1), [2], [1], [1], 24.0, [2], [2]]"
+
+
+def test_a_pinned_process_never_shares():
+    out = _run("""
+        from dfbst_np import runtime
+        runtime.set_blas_threads(1)
+        with runtime.step_threads(None):
+            print(runtime.threads_for(runtime.SHARE_MACS * 100))
+    """)
+    assert out == "1"

@@ -26,6 +26,7 @@ from .fast_im2col import BATCH_LAST_BELOW, col2im_t, from_output, im2col_t, to_o
 from .im2col import conv_output_size
 from .init import as_float_dtype, as_rng, bias_uniform, fan_in, kaiming_uniform
 from .module import Module
+from ..runtime import matmul
 
 
 class WeightLayer(Module):
@@ -57,7 +58,7 @@ class WeightLayer(Module):
         .. math:: Y_2 = X_2 W_2^\top, \qquad Y_2^\top = W_2 X_2^\top
         """
         self._product_input, self._transposed = x2, transposed
-        return self.weight2d @ x2 if transposed else x2 @ self.weight2d.T
+        return matmul(self.weight2d, x2) if transposed else matmul(x2, self.weight2d.T)
 
     def _weight_product_backward(self, dy2: np.ndarray):
         r"""Backward product: sets ``grads["weight"]``, returns dX2 in the forward's
@@ -68,10 +69,10 @@ class WeightLayer(Module):
         x2, w2 = self._product_input, self.weight2d
         self._product_input = None
         if self._transposed:
-            self._grads["weight"] = (dy2 @ x2.T).reshape(self.weight.shape)
-            return w2.T @ dy2
-        self._grads["weight"] = (dy2.T @ x2).reshape(self.weight.shape)
-        return dy2 @ w2
+            self._grads["weight"] = matmul(dy2, x2.T).reshape(self.weight.shape)
+            return matmul(w2.T, dy2)
+        self._grads["weight"] = matmul(dy2.T, x2).reshape(self.weight.shape)
+        return matmul(dy2, w2)
 
 
 def _zeros_view(shape, dtype) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import List, Sequence, Union
 import numpy as np
 
 from .entries import Entries, Pattern
-from .fused import round32
+from .fused import round32, scratch
 from .step import apply_estimator, long_tailed
 
 
@@ -75,13 +75,15 @@ def backward_mask(grads: Sequence[Union[np.ndarray, Entries]], thresholds: Seque
 
     Notes
     -----
-    Each full layer costs about 15 passes over its gradient and no
+    Each full layer costs about 13 passes over its gradient and no
     concatenation: |dW| (1) and its row sums (one BLAS matrix-vector
     product), |Ghat| - u (a division and an exact rank-1 update, see
     :func:`~dfbst_np.sparse.fused.sub_rows`), D (1), g = dW * D (1) and its
-    sum (1); then, with the mean over all layers, g - mean (1), its sum of
-    squares (one dot product), times dW (1), times h (4 + 1) and the row
-    sums. Without float32 rounding the constant of dV/dg comes out of the sum,
+    sum (1); then, with the mean over all layers, g - mean (1, into a reused
+    scratch array), its sum of squares (one dot product), h (4) times dW (1)
+    in the buffer of |Ghat| - u, and the row dots of the two (one read of
+    each, :meth:`~dfbst_np.sparse.entries.Entries.row_dots`). Without
+    float32 rounding the constant of dV/dg comes out of the sum,
 
     .. math::
         \frac{\partial (\beta V)}{\partial u_i} = -\frac{\beta}{(n-1) V}
@@ -109,8 +111,10 @@ def backward_mask(grads: Sequence[Union[np.ndarray, Entries]], thresholds: Seque
 
     mean = sum(sums) / n if n else 0.0
     ss, devs = 0, []
-    for g in masked:
-        d = np.subtract(g.values, mean)
+    for k, g in enumerate(masked):
+        # g - mean: kept only for the sum of squares and the row dots below
+        d = g.values if float32_masks else scratch(g.values.shape, g.dtype, f"backward_mask {k}")
+        d = np.subtract(g.values, mean, out=None if float32_masks else d)
         flat = d.reshape(-1)
         ss = ss + np.dot(flat, flat) + (g.size - d.size) * (mean * mean)   # g = 0 off a support
         devs.append(d)
@@ -130,8 +134,8 @@ def backward_mask(grads: Sequence[Union[np.ndarray, Entries]], thresholds: Seque
             d *= apply_estimator(estimator, z, out=z)
             grad_u.append(-dW.row_sums(d))
         else:
-            d *= dW.values
-            d *= apply_estimator(estimator, z, out=z)
-            grad_u.append(np.multiply(dW.row_sums(d), -c))
+            q = apply_estimator(estimator, z, out=z)
+            q *= dW.values                     # dW h(|Ghat| - u)
+            grad_u.append(np.multiply(dW.row_dots(d, q), -c))
     masked = [m if isinstance(g, Entries) else m.values for g, m in zip(grads, masked)]
     return BackwardMask(patterns, masked, V, grad_u, [v.dtype for v in views])

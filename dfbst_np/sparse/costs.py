@@ -11,23 +11,30 @@ per-element costs (:class:`KernelCosts`, one set per dtype in :data:`COSTS`):
 * :func:`sampled_crossover`: the sampled weight-gradient product against the
   blocked dense one.
 
-The costs were measured on the development machine by
-:func:`dfbst_np.sparse.crossover.measure_crossover`, which is also how to
-recalibrate on another machine; the command, the machine and the measured
-crossovers are in benchmarks/README.md ("Kernel crossovers: measurement
-history"). The few factors fitted in whole training steps rather than in
-isolated timings are module constants below, each with its reason.
+Which costs: on first use per dtype they are measured on the machine it
+runs on (a few seconds) and cached in the user's cache folder, keyed by the
+CPU model, the BLAS kernel and the NumPy version
+(:mod:`dfbst_np.sparse.cost_cache`; :func:`model_info` says which were used).
+``DFBST_NP_COST_MODEL=builtin`` takes :data:`BUILTIN` instead: the costs
+fitted on the developers' machine by
+:func:`dfbst_np.sparse.crossover.measure_crossover` (the command, the machine
+and the measured crossovers are in benchmarks/README.md, "Kernel crossovers:
+measurement history"). The few factors fitted in whole training steps rather
+than in isolated timings are module constants below, each with its reason.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+import threading
+
 import numpy as np
 
-from ..runtime import blas_thread_count
+from ..runtime import blas_thread_count, threads_for
+from . import cost_cache
 
-__all__ = ["KernelCosts", "COSTS", "costs_for", "crossover_density",
+__all__ = ["KernelCosts", "COSTS", "BUILTIN", "costs_for", "model_info", "crossover_density",
            "choose_path", "sampled_crossover", "dots_are_cheaper", "SPARSE_IN_STEP_T",
            "GIVEN_NNZ_NS", "SAMPLED_IN_STEP", "DOT_CALL_US", "DOT_NS"]
 
@@ -54,7 +61,8 @@ class KernelCosts:
     ----------
     dense_ns : float
         :math:`c_\mathrm{dense}`: one multiply-add of a BLAS product with one
-        BLAS thread; divided by :func:`~dfbst_np.runtime.blas_thread_count` when more are used.
+        BLAS thread; divided by the threads the product runs on
+        (:func:`~dfbst_np.runtime.threads_for`).
     sparse_ns : float
         :math:`c_\mathrm{sparse}`: one multiply-add of scipy's compressed
         product (one core), per stored nonzero per row.
@@ -90,10 +98,11 @@ class KernelCosts:
     sampled_call_us: float = 20.0
 
 
-#: Measured kernel costs per dtype (the command, the machine and the fit are in
-#: benchmarks/README.md). Replace an entry with the output of
-#: ``measure_crossover()["costs"]`` to recalibrate on another machine.
-COSTS: Dict[np.dtype, KernelCosts] = {
+#: Kernel costs per dtype fitted on the developers' machine (AMD EPYC, OpenBLAS
+#: Haswell kernel; the command and the fit are in benchmarks/README.md): the
+#: model of ``DFBST_NP_COST_MODEL=builtin``, and the fallback when a
+#: measurement fails.
+BUILTIN: Dict[np.dtype, KernelCosts] = {
     np.dtype(np.float32): KernelCosts(dense_ns=0.0172, sparse_ns=0.082, copy_ns=0.43,
                                       build_ns=0.18, build_nnz_ns=6.7, call_us=16.0,
                                       sampled_ns=0.243, mask_ns=0.136,
@@ -122,16 +131,79 @@ DOT_CALL_US = 0.65
 DOT_NS = 0.08
 
 
+#: The costs in use per dtype, filled on first use (see the module docstring);
+#: an entry set here (a recalibration, a test) is used as it is.
+COSTS: Dict[np.dtype, KernelCosts] = {}
+_SOURCE: Dict[np.dtype, str] = {}
+_lock = threading.RLock()
+_measuring = False
+
+
+def _valid(c: KernelCosts) -> bool:
+    values = [getattr(c, f) for f in KernelCosts.__dataclass_fields__]
+    return (all(np.isfinite(v) and v >= 0 for v in values)
+            and c.dense_ns > 0 and c.sparse_ns > 0 and c.sampled_ns > 0)
+
+
+def _load(dtype: np.dtype) -> KernelCosts:
+    """This machine's costs for ``dtype``: from the cache file, else measured and cached."""
+    global _measuring
+    if cost_cache.model_choice() == "builtin":
+        _SOURCE[dtype] = "builtin (DFBST_NP_COST_MODEL=builtin; fitted on the developers' AMD EPYC)"
+        return BUILTIN[dtype]
+    key = cost_cache.machine_key()
+    path = cost_cache.cache_path(key)
+    cached = cost_cache.read(path, key, KernelCosts)
+    if dtype in cached and _valid(cached[dtype]):
+        _SOURCE[dtype] = f"measured on this machine, read from {path}"
+        return cached[dtype]
+    from .crossover import quick_costs     # the timing code, imported only to measure
+    _measuring = True                       # the kernels timed ask for costs: builtin meanwhile
+    try:
+        c = quick_costs(dtype)
+    finally:
+        _measuring = False
+    if not _valid(c):
+        _SOURCE[dtype] = f"builtin (the measurement on this machine gave unusable costs: {c})"
+        return BUILTIN[dtype]
+    cached = {dt: v for dt, v in cached.items() if _valid(v)}
+    cached[dtype] = c
+    written = cost_cache.write(path, key, cached)
+    _SOURCE[dtype] = (f"measured on this machine now, written to {path}" if written else
+                      f"measured on this machine now (not cached: {path.parent} is not writable)")
+    return c
+
+
 def costs_for(dtype) -> KernelCosts:
-    """The :data:`COSTS` entry of ``dtype``; ValueError for other dtypes."""
+    """The costs in use for ``dtype`` (loaded or measured on first use); ValueError for
+    dtypes other than float32 and float64."""
     dtype = np.dtype(dtype)
-    if dtype not in COSTS:
+    if dtype not in BUILTIN:
         raise ValueError(f"no kernel costs for dtype {dtype}; expected float32 or float64")
-    return COSTS[dtype]
+    c = COSTS.get(dtype)
+    if c is None:
+        with _lock:
+            if _measuring:
+                return BUILTIN[dtype]
+            c = COSTS.get(dtype)
+            if c is None:
+                c = COSTS[dtype] = _load(dtype)
+    return c
 
 
-def _dense_ns(c: KernelCosts) -> float:
-    return c.dense_ns / blas_thread_count()
+def model_info(dtype=np.float32) -> Dict[str, str]:
+    """Which cost model ``dtype`` uses and where it came from (loads it if needed):
+    ``model`` (``DFBST_NP_COST_MODEL``), ``source``, and the machine key."""
+    dtype = np.dtype(dtype)
+    costs_for(dtype)
+    source = _SOURCE.get(dtype, "set by the caller (COSTS)")
+    return {"model": cost_cache.model_choice(), "source": source, **cost_cache.machine_key()}
+
+
+def _dense_ns(c: KernelCosts, macs: Optional[float] = None) -> float:
+    """One multiply-add of a dense product of ``macs`` multiply-adds, on the threads
+    it will run on (:func:`dfbst_np.runtime.threads_for`)."""
+    return c.dense_ns / (blas_thread_count() if macs is None else threads_for(macs))
 
 
 def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
@@ -169,7 +241,8 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
     thin matrices, whose transposed copies cost as much as the products (a
     conv1 with out=20, fan_in=25 is never faster sparse), and for few rows,
     which do not amortise the per-step build. :math:`c_\mathrm{dense}` is
-    divided by the BLAS thread count (:func:`~dfbst_np.runtime.blas_thread_count`).
+    divided by the threads a product of R numel multiply-adds runs on
+    (:func:`~dfbst_np.runtime.threads_for`: inside a step, the process's threads for a large one).
 
     Parameters
     ----------
@@ -202,7 +275,8 @@ def crossover_density(n_rows: Optional[int], out: int, fan_in: int, dtype,
         return 0.0
     copy_ns = 0.0 if transposed else c.copy_ns
     sparse_ns = c.sparse_ns * (SPARSE_IN_STEP_T if transposed else 1.0)
-    per_row = _dense_ns(c) - copy_ns * (1.0 / out + 1.0 / fan_in)
+    per_row = (_dense_ns(c, None if n_rows is None else n_rows * numel)
+               - copy_ns * (1.0 / out + 1.0 / fan_in))
     if n_rows is None:
         d = per_row / sparse_ns
     else:
@@ -282,7 +356,7 @@ def sampled_crossover(n_rows: int, out: int, fan_in: int, dtype, transposed: boo
     if numel == 0 or n_rows == 0:
         return 0.0
     copy_ns = 0.0 if transposed else c.sampled_copy_ns
-    s = ((_dense_ns(c) * n_rows - copy_ns * n_rows * (1.0 / out + 1.0 / fan_in)
+    s = ((_dense_ns(c, n_rows * numel) * n_rows - copy_ns * n_rows * (1.0 / out + 1.0 / fan_in)
           - 1e3 * c.sampled_call_us / numel) / min(_einsum_entry_ns(c, n_rows), _dot_entry_ns(n_rows)))
     return float(min(1.0, max(0.0, s)))
 

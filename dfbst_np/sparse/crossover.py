@@ -305,6 +305,39 @@ def measure_crossover(dtypes: Sequence = (np.float32, np.float64),
     return {"costs": costs, "layers": table, "threads": threads}
 
 
+#: The quick fit of :func:`quick_costs`: the shapes that span the cost model's
+#: terms (a wide linear layer, a thin and a long-row convolution, a square
+#: layer), few densities, the sampled product on the linear shapes.
+QUICK_LAYERS: Tuple[Tuple[str, int, int, int], ...] = (
+    ("lenet300 fc1", 64, 300, 784),
+    ("lenet5 conv2", 64 * 8 * 8, 50, 500),
+    ("vgg16 classifier", 64, 512, 512),
+    ("lenet300 fc2", 256, 100, 300),
+)
+QUICK_DENSITIES = (0.01, 0.03, 0.08, 0.2)
+QUICK_SUPPORTS = (0.01, 0.04, 0.15)
+
+
+def quick_costs(dtype, repeat: int = 3, seed: int = 0) -> KernelCosts:
+    """Fit :class:`KernelCosts` for ``dtype`` on this machine in a few seconds.
+
+    What :func:`measure_crossover` does, on :data:`QUICK_LAYERS` at
+    :data:`QUICK_DENSITIES` (both products per step, one BLAS thread, inside
+    a scoped limit that is restored afterwards) and the sampled product at
+    :data:`QUICK_SUPPORTS`. The cost model runs it once per machine, on first
+    use, and caches the result (:mod:`dfbst_np.sparse.cost_cache`).
+    """
+    from ..runtime import step_threads
+    dt = np.dtype(dtype)
+    with step_threads(1):
+        timings = [time_layer(rows, out, fan_in, dt, repeat, seed, grid=QUICK_DENSITIES,
+                              min_points=len(QUICK_DENSITIES), transposed=_is_conv(name))
+                   for name, rows, out, fan_in in QUICK_LAYERS]
+        sampled = [m for name, rows, out, fan_in in QUICK_LAYERS if not _is_conv(name)
+                   for m in time_sampled(rows, out, fan_in, dt, repeat, seed, grid=QUICK_SUPPORTS)]
+    return fit_costs(QUICK_LAYERS, timings, sampled, threads=1)
+
+
 def format_report(result: Dict) -> str:
     """The tables of :func:`measure_crossover` as text."""
     lines = [f"costs (ns per element, dense per BLAS thread; call in us), "

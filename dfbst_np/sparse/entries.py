@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .fused import row_sums, sub_rows
+from .fused import row_dots, row_sums, sub_rows
 
 __all__ = ["Entries", "Pattern"]
 
@@ -72,6 +72,13 @@ class Entries:
     def row_sums(self, v: np.ndarray) -> np.ndarray:
         """(out,) per-row sums of v (in this view's layout), 0 for rows without entries."""
         return row_sums(v) if self.full else self.support.row_sums(v)
+
+    def row_dots(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(out,) per-row sums of u * v (both in this view's layout), 0 for rows without entries.
+
+        For a full matrix one read of u and v and no product written
+        (:func:`~dfbst_np.sparse.fused.row_dots`)."""
+        return row_dots(u, v) if self.full else self.support.row_sums(np.multiply(u, v))
 
     def sub_rows(self, v: np.ndarray, r: np.ndarray) -> np.ndarray:
         """v -= r_i on row i's entries, in place (exact: one rounding per entry)."""

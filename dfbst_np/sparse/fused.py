@@ -14,19 +14,23 @@ product with a vector of ones. This module gives the fast equivalents:
   the result is bit-identical to NumPy's;
 * :func:`row_sums` ``a.sum(axis=1)`` as ``a @ 1`` (BLAS ``?gemv``), equal
   up to summation order;
-* :func:`ones` cached read-only vectors of ones.
+* :func:`row_dots` ``(a * b).sum(axis=1)`` in one read of a and b;
+* :func:`ones` cached read-only vectors of ones;
+* :func:`scratch` a reused work array per shape, for intermediates that
+  never leave the function that asks for them.
 
 All keep the dtype of their input (float32 stays float32) and never
 allocate more than their result.
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
 from scipy.linalg import blas as _blas
 
-__all__ = ["ones", "sub_rows", "row_sums", "round32", "GER_MIN"]
+__all__ = ["ones", "sub_rows", "row_sums", "row_dots", "round32", "scratch", "GER_MIN"]
 
 #: Below this many entries the f2py call of ``?ger`` costs more than it saves.
 GER_MIN = 16384
@@ -40,6 +44,35 @@ def ones(n: int, dtype) -> np.ndarray:
     v = np.ones(int(n), dtype=dtype)
     v.flags.writeable = False
     return v
+
+
+_local = threading.local()
+#: At most this many scratch arrays are kept per thread (the oldest is dropped).
+SCRATCH_KEPT = 16
+
+
+def scratch(shape, dtype, slot: str) -> np.ndarray:
+    """A work array of ``shape`` and ``dtype``, the same one each time for the same ``slot``.
+
+    Its content is undefined. For intermediates only: an array that leaves
+    the caller (a result, or anything a later step reads) must be a new one,
+    since the next call with the same slot overwrites it. Per thread, so two
+    threads training two models never share one; at most :data:`SCRATCH_KEPT`
+    are kept, which bounds the memory to a few of the largest weights.
+    Reusing them spares the page faults of a fresh large allocation and keeps
+    the same memory hot in cache from step to step.
+    """
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    key = (tuple(shape), np.dtype(dtype), slot)
+    arr = pool.pop(key, None)
+    if arr is None:
+        arr = np.empty(key[0], dtype=key[1])
+        while len(pool) >= SCRATCH_KEPT:
+            pool.pop(next(iter(pool)))
+    pool[key] = arr          # most recently used last
+    return arr
 
 
 def sub_rows(a: np.ndarray, v: np.ndarray, out: np.ndarray = None) -> np.ndarray:
@@ -73,6 +106,17 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     Same value up to the order of summation; the dtype of ``a``.
     """
     return a @ ones(a.shape[1], a.dtype)
+
+
+def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r"""Per-row dot products of two (m, n) arrays, without writing their product.
+
+    .. math:: r_i = \sum_j a_{ij} b_{ij}
+
+    ``einsum``'s sum-of-products loop reads both once; ``(a * b).sum(axis=1)``
+    would write and read the product again. The dtype of the inputs.
+    """
+    return np.einsum("ij,ij->i", a, b)
 
 
 def round32(a: np.ndarray) -> np.ndarray:

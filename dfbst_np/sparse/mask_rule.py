@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .entries import Entries
-from .fused import round32, sub_rows
+from .fused import round32, scratch, sub_rows
 from .step import apply_estimator, long_tailed
 
 RESET_DENSITY = 0.01   # the reference zeroes t when a layer keeps <= 1 % of its weights
@@ -39,20 +39,21 @@ class ForwardMask:
     M (out, fan_in): the mask, 0/1 in W's dtype (made from ``keep`` when first read).
     absw (out, fan_in): |W|, reused by the gradient rule.
     tau (out,): the effective thresholds, in W's dtype.
-    z (out, fan_in): |W| - tau, the argument of H, where h is evaluated; made
-        on first read (the predicted weight gradient needs it on a support
-        only, evaluation not at all).
+    z (out, fan_in): |W| - tau, the argument of H, where h is evaluated. The
+        forward makes it anyway (``|W| - tau > 0`` is the cheapest way to M);
+        the exact gradient rule takes it over and writes h(z) into it, after
+        which it is made again if read.
     nnz: number of kept weights.   reset: whether the reset rule zeroed t in this forward.
     """
 
     __slots__ = ("keep", "absw", "tau", "nnz", "reset", "_M", "_z", "dtype")
 
     def __init__(self, keep: np.ndarray, absw: np.ndarray, tau: np.ndarray, reset: bool,
-                 nnz: Optional[int] = None) -> None:
+                 nnz: Optional[int] = None, z: Optional[np.ndarray] = None) -> None:
         self.keep, self.absw, self.tau, self.reset = keep, absw, tau, bool(reset)
         self.nnz = int(np.count_nonzero(keep)) if nnz is None else int(nnz)
         self.dtype = absw.dtype
-        self._M = self._z = None
+        self._M, self._z = None, z
 
     @property
     def M(self) -> np.ndarray:
@@ -65,6 +66,11 @@ class ForwardMask:
         if self._z is None:
             self._z = sub_rows(self.absw, self.tau)     # exact: one rounding, as |W| - tau
         return self._z
+
+    def _take_z(self) -> np.ndarray:
+        """z, handed over to be overwritten (the next read of :attr:`z` makes it again)."""
+        z, self._z = self.z, None
+        return z
 
 
 def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
@@ -100,10 +106,13 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     in every forward, evaluation included, so a layer can never mask itself
     out entirely.
 
-    Three passes over W: |W|, the boolean M and its count (z = |W| - tau and
-    the float M are made only if someone reads them). ``|W| > tau`` is
-    ``H(|W| - tau)`` exactly: with gradual underflow a difference of two
-    floats rounds to 0 only when they are equal, and never changes sign.
+    Four passes over W: |W|, z = |W| - tau (a copy and an exact rank-1
+    update, :func:`~dfbst_np.sparse.fused.sub_rows`), M = z > 0 and its
+    count; comparing z with the scalar 0 is four times faster than comparing
+    |W| with a per-row tau, so z costs nothing extra and the gradient rule
+    reuses it. ``z > 0`` is ``|W| > tau`` exactly: with gradual underflow a
+    difference of two floats rounds to 0 only when they are equal, and never
+    changes sign.
 
     Parameters
     ----------
@@ -113,15 +122,17 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     """
     absw = np.abs(w2)
     tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
-    keep = np.greater(absw, tau[:, None])
+    z = sub_rows(absw, tau)
+    keep = np.greater(z, 0)
     nnz = int(np.count_nonzero(keep))
     reset = _reset_fires(nnz, keep.size, w2.dtype) if keep.size else False
     if reset:
         t[...] = 0
         tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
-        keep = np.greater(absw, tau[:, None])
+        sub_rows(absw, tau, out=z)
+        np.greater(z, 0, out=keep)
         nnz = int(np.count_nonzero(keep))
-    return ForwardMask(keep=keep, absw=absw, tau=tau, reset=reset, nnz=nnz)
+    return ForwardMask(keep=keep, absw=absw, tau=tau, reset=reset, nnz=nnz, z=z)
 
 
 def _sign_s(t: np.ndarray, method: str, dtype):
@@ -130,13 +141,13 @@ def _sign_s(t: np.ndarray, method: str, dtype):
 
 
 def _mask_terms(A: Entries, w2: np.ndarray, fm: ForwardMask):
-    """W, |W|, z = |W| - tau and M on A's entries, and where h(z) may be written."""
+    """W, |W|, z = |W| - tau and M on A's entries; z is ours to overwrite with h(z)."""
     if A.full:
-        return w2, fm.absw, fm.z, fm.keep, np.empty_like(A.values)
+        return w2, fm.absw, fm._take_z(), fm.keep
     w = A.take(w2)
     absw = np.abs(w)
     z = A.sub_rows(absw.copy(), fm.tau)          # |W| - tau on the support: one rounding, as z
-    return w, absw, z, np.greater(z, 0), z       # h(z) may overwrite this z: it is ours
+    return w, absw, z, np.greater(z, 0)
 
 
 def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, method: str,
@@ -161,17 +172,21 @@ def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, meth
     exact rule unless S holds every entry; see :mod:`dfbst_np.sparse.masked`).
     The same code serves both; only the per-row operations differ.
 
-    Computed in autograd's order, so every entry rounds as the reference's:
-    (A * W) * h for dt and (A * |W|) * h = |(A * W) * h| * sign(W) for dW
-    (rounding is symmetric, so the two agree bit for bit), in about ten
-    passes over the entries: h (4), G (1), G h (1), its row sums (one BLAS
-    matrix-vector product for a full matrix), A |W| (1), times h (1), A M (1)
-    and the sum (1). On a support, one gather of W first.
+    Computed in autograd's order, so every entry of dW rounds as the
+    reference's: (A * |W|) * h = |(A * W) * h| * sign(W) (rounding is
+    symmetric, so the two agree bit for bit). Passes over the entries (the
+    exact mode's z comes from the forward and h(z) is written over it):
+    h (4), A |W| (1), times h (1), A h (1, in h's buffer) and its row dots
+    with W for dt (one read of both,
+    :meth:`~dfbst_np.sparse.entries.Entries.row_dots`), A M (1, in h's
+    buffer again) and the sum (1). With ``float32_masks`` G = A * W is
+    rounded where autograd rounds it, so dt is summed from G h (one pass more).
 
     Parameters
     ----------
     A : Entries of the (out, fan_in) gradient of the loss with respect to W_hat.
-    w2 : (out, fan_in) W.   t : (out,) thresholds.   fm : this step's ForwardMask.
+    w2 : (out, fan_in) W.   t : (out,) thresholds.   fm : this step's ForwardMask
+        (its z is used up: see :class:`ForwardMask`).
     method : "dst" or "dfbst" (s = sign(t) with s(0) = 1 for dfbst; s = 1 for dst).
     overwrite_a : bool
         dW may be written into A's values (A is then lost).
@@ -181,22 +196,27 @@ def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, meth
     dW : Entries on A's support.   dt : (out,), without the alpha penalty.
     """
     a = A.values
-    w, absw, z, keep, h_out = _mask_terms(A, w2, fm)
-    h = apply_estimator(estimator, z, out=h_out)
-    G = np.multiply(a, w)                    # the gradient that reaches M (signed)
-    if float32_masks:
-        round32(G)
-    G *= h
-    dt = A.row_sums(G)
+    w, absw, z, keep = _mask_terms(A, w2, fm)
+    h = apply_estimator(estimator, z, out=z)
+    # M in W's dtype for a full matrix: a same-type product is twice as fast as
+    # one with a bool operand, and the layer's ``mask`` reads the same array
+    m = fm.M if A.full else keep
+    P = scratch(a.shape, a.dtype, "layer_grads") if overwrite_a else np.empty_like(a)
+    np.multiply(a, absw, out=P)              # A |W| = (A W) sign(W)
+    if float32_masks:                        # G = A W reaches the float32 mask rounded
+        round32(P)
+        G = round32(np.multiply(a, w))
+        G *= h
+        dt = A.row_sums(G)
+    P *= h
+    if not float32_masks:
+        h *= a                               # A h, in h's buffer
+        dt = A.row_dots(h, w)                # sum_j A_ij W_ij h_ij
     dt *= -_sign_s(t, method, a.dtype)
-    np.multiply(a, absw, out=G)              # A * |W| = (A * W) * sign(W) for W != 0
-    if float32_masks:
-        round32(G)
-    G *= h
-    dW = a if overwrite_a else np.empty_like(a)
-    np.multiply(a, keep, out=dW)
-    dW += G
-    return A.like(dW), dt
+    AM = np.multiply(a, m, out=h)            # h is no longer needed
+    if overwrite_a:
+        return A.like(np.add(AM, P, out=a)), dt
+    return A.like(np.add(P, AM, out=P)), dt
 
 
 def threshold_penalty(t: np.ndarray, alpha: float) -> Tuple[float, np.ndarray]:

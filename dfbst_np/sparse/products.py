@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..nn.transpose import transpose_2d
+from ..runtime import matmul
 from .costs import choose_path
 from .paths import check_path, get_default_path
 from .support import support_structure
@@ -209,7 +210,7 @@ class MaskedWeight:
         out, fan_in = self.shape
         check_matrix(x2, "x2", fan_in, self.dtype, where="MaskedWeight.forward")
         if self._resolve_for(x2.shape[0]) == "dense":
-            return x2 @ self._hat.T
+            return matmul(x2, self._hat.T)
         if self._csr is None or x2.shape[0] == 0:
             return np.zeros((x2.shape[0], out), dtype=self.dtype)
         # scipy multiplies by a dense matrix whose rows are contiguous, so the
@@ -224,7 +225,7 @@ class MaskedWeight:
         out, fan_in = self.shape
         check_matrix(dy2, "dy2", out, self.dtype, where="MaskedWeight.backward_data")
         if self._resolve_for(dy2.shape[0]) == "dense":
-            return dy2 @ self._hat
+            return matmul(dy2, self._hat)
         if self._csr is None or dy2.shape[0] == 0:
             return np.zeros((dy2.shape[0], fan_in), dtype=self.dtype)
         return transpose_2d(self._spmm(True, transpose_2d(dy2)))
@@ -239,7 +240,7 @@ class MaskedWeight:
         if x2t.shape[0] != fan_in:
             raise ValueError(f"MaskedWeight.forward_t: x2t must have {fan_in} rows, got {x2t.shape}")
         if self._resolve_for(x2t.shape[1]) == "dense":
-            return self._hat @ x2t
+            return matmul(self._hat, x2t)
         if self._csr is None or x2t.shape[1] == 0:
             return np.zeros((out, x2t.shape[1]), dtype=self.dtype)
         return self._spmm(False, np.ascontiguousarray(x2t))
@@ -254,7 +255,7 @@ class MaskedWeight:
         if dy2t.shape[0] != out:
             raise ValueError(f"MaskedWeight.backward_data_t: dy2t must have {out} rows, got {dy2t.shape}")
         if self._resolve_for(dy2t.shape[1]) == "dense":
-            return self._hat.T @ dy2t
+            return matmul(self._hat.T, dy2t)
         if self._csr is None or dy2t.shape[1] == 0:
             return np.zeros((fan_in, dy2t.shape[1]), dtype=self.dtype)
         return self._spmm(True, np.ascontiguousarray(dy2t))
@@ -334,8 +335,10 @@ def prepare_masked(weight: np.ndarray, pattern: np.ndarray, path: Optional[str] 
 
 
 # --------------------------------------------------------------------------
-# dense products (one place, so that they can be timed and chosen)
+# dense products (one place, so that they can be timed and chosen; each by
+# runtime.matmul, which shares a large one among the process's threads)
 # --------------------------------------------------------------------------
+
 
 def weight_gradient(dy2: np.ndarray, x2: np.ndarray) -> np.ndarray:
     r"""The full weight gradient :math:`A = dY_2^\top X_2`, (out, fan_in), by BLAS.
@@ -350,24 +353,24 @@ def weight_gradient(dy2: np.ndarray, x2: np.ndarray) -> np.ndarray:
     was 2-15 % faster; one form for all keeps the numbers independent of the
     shape. The transposed layout's :func:`weight_gradient_t` behaves the same.
     """
-    return dy2.T @ x2
+    return matmul(dy2.T, x2)
 
 
 def weight_gradient_t(dy2t: np.ndarray, x2t: np.ndarray) -> np.ndarray:
     r""":math:`A = dY_2^\top (X_2^\top)^\top` from the transposed layout, (out, fan_in), by BLAS."""
-    return dy2t @ x2t.T
+    return matmul(dy2t, x2t.T)
 
 
 def dense_backward_data(dy2: np.ndarray, w2: np.ndarray) -> np.ndarray:
     r""":math:`dX_2 = dY_2 W_2` for an unmasked weight, by BLAS."""
-    return dy2 @ w2
+    return matmul(dy2, w2)
 
 
 def dense_forward_t(w2: np.ndarray, x2t: np.ndarray) -> np.ndarray:
     r""":math:`Y_2^\top = W_2 X_2^\top` for an unmasked weight (transposed layout), by BLAS."""
-    return w2 @ x2t
+    return matmul(w2, x2t)
 
 
 def dense_backward_data_t(w2: np.ndarray, dy2t: np.ndarray) -> np.ndarray:
     r""":math:`dX_2^\top = W_2^\top dY_2^\top` for an unmasked weight (transposed layout), by BLAS."""
-    return w2.T @ dy2t
+    return matmul(w2.T, dy2t)
