@@ -244,6 +244,8 @@ def _check_grads(args) -> int:
     if args.batch_size < 1 or args.seed < 0 or not 0 < args.tol < float("inf"):
         raise ConfigError(f"check-grads needs --batch-size >= 1, --seed >= 0 and a finite --tol > 0, "
                           f"got {args.batch_size}, {args.seed}, {args.tol}")
+    from .reference.backend import check_method
+    check_method(args.method, "check-grads compares with it, so it cannot check this method")
     ok = check_model(args.model, args.method, batch_size=args.batch_size, seed=args.seed,
                      tol=args.tol)
     return 0 if ok else 1
@@ -255,6 +257,8 @@ def _verify(args) -> int:
     except ImportError as e:
         print(f"error: verify needs PyTorch ({e}); pip install torch==2.13.0", file=sys.stderr)
         return 2
+    from .reference.backend import check_method
+    check_method(args.method, "verify compares your code with it, so it cannot verify this method")
     return run_cli(args)
 
 

@@ -52,12 +52,11 @@ def check_device(device: str) -> None:
                                  "(torch.cuda.is_available() is False); use --device cpu")
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, consequence: str = "--backend torch cannot run it; use --backend numpy") -> None:
     """Fail with one line when the reference has no PyTorch twin of ``method``."""
     if method not in METHODS:
         raise BackendUnavailable(f"--method {method} has no PyTorch twin in dfbst_np.reference "
-                                 f"(it has {', '.join(METHODS)}): --backend torch cannot run it; "
-                                 f"use --backend numpy")
+                                 f"(it has {', '.join(METHODS)}): {consequence}")
 
 
 def set_threads(n: int) -> int:

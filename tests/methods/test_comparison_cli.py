@@ -114,3 +114,12 @@ def test_a_resume_keeps_the_options_of_config_json(tmp_path):
                   "--test-limit", "20", "--out", str(out), "--no-progress").returncode == 0
     r = _train("--resume", str(out), "--density", "0.3", "--epochs", "2", "--no-progress")
     assert r.returncode == 2 and "--density 0.3 (config.json: 0.2)" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["check-grads", "--model", "lenet300_100"],
+                                     ["verify", "--model", "x:y", "--step", "x:y"]])
+def test_torch_commands_refuse_the_methods_without_a_twin(command):
+    r = subprocess.run([sys.executable, "-m", "dfbst_np", *command, "--method", "rigl"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--method rigl has no PyTorch twin" in r.stderr and len(r.stderr.strip().splitlines()) == 1
