@@ -949,7 +949,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "(default: benchmarks; with --quick none: nothing is written)")
     p.add_argument("--unpinned-densities", nargs="*", type=float,
                    help="densities of the nothing-pinned rows, each setting timed in a child "
-                        "process (default: 0.1; --quick 0.2; none: skip them)")
+                        "process (default: 0.1; --quick 0.2; the flag with no value skips them)")
 
 
 def check_args(args) -> None:

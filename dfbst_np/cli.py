@@ -16,12 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, DfbstError
-
-from .methods import names as _method_names
-from .models import NAMES as MODELS
-
-METHODS = _method_names()
+from .errors import ConfigError, DfbstError, is_disk_error
+from .torch_import import require_torch
 
 
 # Flags a resumed run accepts although they are not in config.json, or that it checks itself.
@@ -105,27 +101,40 @@ def train_config(args):
     return cfg
 
 
+def _check_int(flag: str, value, low: int, high: int) -> None:
+    """One line naming ``flag`` unless ``value`` is an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{flag} must be an integer from {low} to {high}, got {value!r}")
+
+
 def _train(args, given: set) -> int:
     from .runtime import set_blas_threads
-    from .train.config import RunConfig
-    from .train.folder import CONFIG, check_new_folder, move_aside, resume_hint
-    from .train.run import Run
+    from .train.config import MAX_THREADS, RunConfig
+    from .train.folder import (CONFIG, check_new_folder, lock_folder, move_aside, resume_hint,
+                               unmovable)
+    from .train.run import Run, check_resumable
 
     threads = args.threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {threads!r}")
+    _check_int("--threads", threads, 1, MAX_THREADS)
+    for flag in ("out", "resume"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise ConfigError(f"{_flag(flag)} {value!r} names no folder; give a folder name")
     if args.backend == "torch":
         # NumPy execution choices: the torch step has neither, so say so instead of ignoring them.
         for flag in ("kernel_path", "textbook"):
             if flag in given:
                 raise ConfigError(f"{_flag(flag)} chooses how the NumPy backend computes a step; "
                                   "--backend torch runs the PyTorch reference step: drop it")
-    if args.resume:
-        if args.overwrite:
-            raise ConfigError("--overwrite starts a new run; it cannot be used with --resume")
-        out = Path(args.resume)
-        cfg = RunConfig.load(out / CONFIG) if (out / CONFIG).is_file() else None
-        if cfg is not None:
+    lock, out = None, None      # the folder's lock, held for the whole command
+    try:
+        if args.resume is not None:
+            if args.overwrite:
+                raise ConfigError("--overwrite starts a new run; it cannot be used with --resume")
+            out = Path(args.resume)
+            check_resumable(out)
+            lock = lock_folder(out, "train --resume")       # before anything is read
+            cfg = RunConfig.load(out / CONFIG)
             bad = _resume_conflicts(args, given, cfg)
             if bad:
                 raise ConfigError(
@@ -137,25 +146,35 @@ def _train(args, given: set) -> int:
                 print(f"warning: {out} was trained with {cfg.threads} BLAS thread(s), this resume "
                       f"uses {threads}: the numbers will differ from an uninterrupted run (another "
                       f"thread count sums in another order)", file=sys.stderr)
-        set_blas_threads(threads)
-        make = lambda: Run.resume(out, epochs=args.epochs, data_root=args.data_root,  # noqa: E731
-                                  download=args.download or None, backend=args.backend,
-                                  device=args.device)
-    else:
-        cfg = train_config(args)
-        cfg.validate(names={f: _flag(f) for f in given})
-        out = Path(args.out or f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
-        if not args.overwrite:
-            check_new_folder(out)       # before the data is loaded: fail fast
-        set_blas_threads(threads)
-        make = lambda: Run(cfg, out)    # noqa: E731
-    try:
+            set_blas_threads(threads)
+            make = lambda: Run.resume(out, epochs=args.epochs, data_root=args.data_root,  # noqa: E731
+                                      download=args.download or None, backend=args.backend,
+                                      device=args.device)
+        else:
+            cfg = train_config(args)
+            cfg.validate(names={f: _flag(f) for f in given})
+            out = Path(args.out if args.out is not None
+                       else f"runs/{cfg.model}-{cfg.method}-{cfg.dataset}-seed{cfg.seed}")
+            if not args.overwrite:
+                check_new_folder(out)       # before the data is loaded: fail fast
+            else:
+                why = unmovable(out)
+                if why:
+                    raise ConfigError(f"--overwrite never moves {why}; give the run's own folder "
+                                      f"with --out")
+                if out.is_dir():            # no other writer may use it until it is moved aside
+                    lock = lock_folder(out, "train --overwrite")
+            set_blas_threads(threads)
+            make = lambda: Run(cfg, out)    # noqa: E731
         run = make()
         if run.cfg.backend == "torch":
             from .reference.backend import set_threads
             set_threads(threads)        # torch's CPU threads, as BLAS's above
         if args.overwrite:              # only now that the new run is ready to start
-            moved = move_aside(out)
+            moved = move_aside(out, lock)
+            if lock is not None:        # the old folder, moved: the new run takes its own lock
+                lock, old = None, lock
+                old.release()
             if moved is not None:
                 print(f"moved the old {out} aside to {moved}", file=sys.stderr)
         print(settings_line(run.cfg, run.out, threads, resumed_at=run.epoch if args.resume else None),
@@ -164,8 +183,12 @@ def _train(args, given: set) -> int:
         rows = run.train(progress=not args.no_progress)
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
-        print(f"{how}; {resume_hint(out)}", file=sys.stderr)
+        print(f"{how}; {resume_hint(out) if out is not None else 'nothing was written'}",
+              file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if lock is not None:
+            lock.release()
     _print_summary(run, rows, time.perf_counter() - t0)
     return 0
 
@@ -234,16 +257,13 @@ def _plot(args) -> int:
 
 
 def _check_grads(args) -> int:
-    try:
-        from .reference.compare import check_model
-    except ImportError as e:
-        if importlib.util.find_spec("torch") is not None:
-            raise                           # torch is there: the failure is ours, show it
-        print(f"error: check-grads: {e}", file=sys.stderr)   # says how to install torch
-        return 2
-    if args.batch_size < 1 or args.seed < 0 or not 0 < args.tol < float("inf"):
-        raise ConfigError(f"check-grads needs --batch-size >= 1, --seed >= 0 and a finite --tol > 0, "
-                          f"got {args.batch_size}, {args.seed}, {args.tol}")
+    from .train.config import MAX_SEED
+    _check_int("--batch-size", args.batch_size, 1, 4096)
+    _check_int("--seed", args.seed, 0, MAX_SEED)
+    if not 0 < args.tol < float("inf"):
+        raise ConfigError(f"--tol must be a finite number > 0, got {args.tol}")
+    require_torch("check-grads")
+    from .reference.compare import check_model
     from .reference.backend import check_method
     check_method(args.method, "check-grads compares with it, so it cannot check this method")
     ok = check_model(args.model, args.method, batch_size=args.batch_size, seed=args.seed,
@@ -252,11 +272,8 @@ def _check_grads(args) -> int:
 
 
 def _verify(args) -> int:
-    try:
-        from .reference.verify_cli import run_cli
-    except ImportError as e:
-        print(f"error: verify needs PyTorch ({e}); pip install torch==2.13.0", file=sys.stderr)
-        return 2
+    require_torch("verify")
+    from .reference.verify_cli import run_cli
     from .reference.backend import check_method
     check_method(args.method, "verify compares your code with it, so it cannot verify this method")
     return run_cli(args)
@@ -264,6 +281,8 @@ def _verify(args) -> int:
 
 def _bench(args) -> int:
     from .bench import run_cli
+    if not args.no_torch and importlib.util.find_spec("torch") is not None:
+        require_torch("bench's PyTorch variants (--no-torch skips them)")
     return run_cli(args)
 
 
@@ -325,6 +344,10 @@ every epoch (draw them with: python -m dfbst_np plot RUN_DIR).
 
 
 def parser() -> argparse.ArgumentParser:
+    # the registries of models and methods (read here, not at import: the CLI starts at once)
+    from .methods import names
+    from .models import NAMES as MODELS
+    METHODS = names()
     p = Parser(prog="python -m dfbst_np",
                description="DFBST sparse training in plain NumPy. Without a command: train.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND",
@@ -481,20 +504,30 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser().parse_args(argv)
-    if args.command is None:
-        argv = ["train"] + argv
-        args = parser().parse_args(argv)
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:              # not the main thread: leave SIGTERM alone
         previous = None
-    try:
+    try:                            # Ctrl-C while the parser imports numpy, too: one line
+        args = parser().parse_args(argv)
+        if args.command is None:
+            argv = ["train"] + argv
+            args = parser().parse_args(argv)
         if args.command == "train":
             return _train(args, _given(argv))
         return args.func(args)
     except DfbstError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not is_disk_error(e):
+            raise                   # not the disk's doing: a bug of ours, with its traceback
+        print(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+              + "; check the disk and the path, then run this again", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use a smaller --batch-size or --train-limit, or a machine "
+              "with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print("terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted",

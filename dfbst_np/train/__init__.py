@@ -5,6 +5,7 @@
 * ``config``     run settings and the reference defaults
 * ``checkpoint`` atomic .npz checkpoints, read without pickles
 * ``folder``     a run folder's rules: never overwritten, history never dropped
+* ``lock``       one writer per run folder
 * ``plots``      PNGs from metrics.csv
 * ``data``       datasets, checked downloads, batching and augmentation
 """

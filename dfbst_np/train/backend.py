@@ -16,7 +16,7 @@ only this interface of it:
 * ``model``: the backend's own model object.
 
 ``numpy`` is :class:`NumpyBackend` below. Other backends register
-themselves (:func:`register_backend`): ``torch``,
+themselves (:func:`dfbst_np.backend_registry.register_backend`): ``torch``,
 :class:`dfbst_np.reference.backend.TorchBackend`, is registered by the
 ``dfbst_np`` package as a loader that imports it only when asked for, so that
 ``import dfbst_np`` and NumPy runs never need PyTorch, and nothing in
@@ -27,11 +27,12 @@ so a run may continue on either.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
 from .. import methods
+from ..backend_registry import backend_names, load_backend
 from ..models import build
 from ..sparse.masked import masked_layers
 from ..errors import ConfigError
@@ -40,23 +41,6 @@ from .config import RunConfig
 from .trainer import StepStats, Trainer, evaluate
 
 DEVICES = ("cpu", "cuda")
-
-#: name -> loader of the backends registered besides numpy. A loader returns an
-#: object (a module) with ``check_device(device)`` and ``make_backend(cfg,
-#: initial_model, num_classes)``, or raises :class:`BackendUnavailable`.
-_LOADERS: Dict[str, Callable[[], object]] = {}
-
-
-def register_backend(name: str, loader: Callable[[], object]) -> None:
-    """Make ``--backend name`` available; ``loader`` is called only when it is chosen."""
-    if name == "numpy" or name in _LOADERS:
-        raise ValueError(f"register_backend: a backend named {name!r} exists already")
-    _LOADERS[name] = loader
-
-
-def backend_names():
-    """Every backend a run may choose: numpy, then the registered ones."""
-    return ("numpy",) + tuple(_LOADERS)
 
 
 class BackendUnavailable(ConfigError):
@@ -203,7 +187,7 @@ def check_backend(cfg: RunConfig) -> None:
     if cfg.weight_grad != "exact":
         raise BackendUnavailable(f"--weight-grad {cfg.weight_grad} is NumPy's accelerated "
                                  f"approximation; --backend {cfg.backend} computes the exact step")
-    backend = _LOADERS[cfg.backend]()
+    backend = load_backend(cfg.backend)
     backend.check_device(cfg.device)
     check_method = getattr(backend, "check_method", None)    # a backend may lack some methods
     if check_method is not None:

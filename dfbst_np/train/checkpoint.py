@@ -13,35 +13,41 @@ shape and dtype against what the run expects, before anything is loaded.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, StorageError, is_disk_error, storage_error
 
-__all__ = ["CheckpointError", "check_entries", "load_checkpoint", "remove_stale_temp_files",
-           "save_checkpoint", "strip_prefix", "with_prefix"]
+__all__ = ["CheckpointError", "EntryHeader", "check_entries", "load_checkpoint", "read_headers",
+           "remove_stale_temp_files", "save_checkpoint", "strip_prefix", "with_prefix",
+           "write_atomic"]
 
-# Fault injection for the crash tests: DFBST_KILL_AT="point:n" makes the process
-# SIGKILL itself the n-th time it passes ``point`` (see :func:`kill_point`).
-KILL_ENV = "DFBST_KILL_AT"
+# Fault injection for the crash and concurrency tests: DFBST_KILL_AT="point:n" makes
+# the process SIGKILL itself the n-th time it passes ``point``; DFBST_STOP_AT="point:n"
+# makes it SIGSTOP itself there (a test then acts while it holds its state, and SIGCONTs it).
+KILL_ENV, STOP_ENV = "DFBST_KILL_AT", "DFBST_STOP_AT"
 _passes: Dict[str, int] = {}
 
 
 def kill_point(point: str) -> None:
-    """Die here, as ``kill -9`` would, if ``$DFBST_KILL_AT`` names this pass."""
-    spec = os.environ.get(KILL_ENV)
-    if not spec:
+    """Die (SIGKILL) or stop (SIGSTOP) here if ``$DFBST_KILL_AT`` or ``$DFBST_STOP_AT`` names this pass."""
+    specs = [(os.environ.get(KILL_ENV), signal.SIGKILL),
+             (os.environ.get(STOP_ENV), getattr(signal, "SIGSTOP", None))]
+    if not any(spec for spec, _ in specs):
         return
     _passes[point] = n = _passes.get(point, 0) + 1
-    name, _, count = spec.partition(":")
-    if name == point and n == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    for spec, sig in specs:
+        name, _, count = (spec or "").partition(":")
+        if name == point and n == int(count or 1) and sig is not None:
+            os.kill(os.getpid(), sig)
 
 
 _TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"     # as in tempfile.mkstemp's names
@@ -70,22 +76,47 @@ def _create_temp(path: Path):
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
+def _write_via_temp(path: Path, write, point: Optional[str] = None) -> None:
+    """Call ``write(file)`` on a new temporary file beside ``path``, fsync, rename over ``path``.
+
+    A failure at any moment leaves ``path`` as it was and no temporary file; a
+    failure the user's disk causes (full, read-only, ...) is a one-line
+    :class:`~dfbst_np.errors.StorageError` naming ``path``.
+    """
+    tmp = None
+    try:
+        fd, tmp = _create_temp(path)
+        with os.fdopen(fd, "wb") as f:
+            if point:
+                kill_point(f"{point}-opened")
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if point:
+            kill_point(f"{point}-written")
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                Path(tmp).unlink(missing_ok=True)
+            except OSError:
+                pass                        # e.g. a read-only disk: e says what went wrong
+        if is_disk_error(e):
+            raise storage_error(e, f"write {path}") from None
+        raise
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Replace ``path``'s content with ``data`` atomically (a temporary file of a name unique
+    to this write, fsync, rename), as :func:`save_checkpoint` does."""
+    _write_via_temp(Path(path), lambda f: f.write(data))
+
+
 def save_checkpoint(path, arrays: Dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            kill_point("checkpoint-opened")
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        kill_point("checkpoint-written")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_via_temp(path, lambda f: np.savez(f, **arrays), point="checkpoint")
 
 
 def remove_stale_temp_files(path) -> List[Path]:
@@ -105,16 +136,101 @@ def remove_stale_temp_files(path) -> List[Path]:
     return removed
 
 
-def load_checkpoint(path) -> Dict[str, np.ndarray]:
-    """Read a checkpoint written by :func:`save_checkpoint` (no pickles allowed)."""
+@dataclass(frozen=True)
+class EntryHeader:
+    """What a checkpoint entry's npy header declares (read before any array is allocated)."""
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _corrupt(path, why) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is corrupt or not a dfbst_np checkpoint ({why})")
+
+
+def read_headers(path) -> Dict[str, EntryHeader]:
+    """The shape and dtype of every entry of the checkpoint ``path``, from the npy headers alone.
+
+    Each header must describe exactly the bytes its zip member holds, so that
+    loading the checkpoint never allocates more than the file's own size
+    (a header may declare any shape, 2**40 elements included).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the entry whose header is unreadable, declares
+        objects (pickles) or more or fewer bytes than the entry holds.
+    StorageError
+        If the disk does not let the file be read.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist"
+                              + (" (a folder is there)" if path.is_dir() else ""))
+    fmt = np.lib.format
+    headers: Dict[str, EntryHeader] = {}
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise _corrupt(path, f"member {info.filename!r} is not an array")
+                # Stored, as np.savez writes: the sizes the directory declares are bytes on disk.
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size \
+                        or info.header_offset + info.compress_size > size:
+                    raise _corrupt(path, f"member {info.filename!r} is compressed or declares "
+                                         f"more bytes than the file holds")
+                key = info.filename[:-len(".npy")]
+                with zf.open(info) as f:
+                    version = fmt.read_magic(f)
+                    read = {(1, 0): fmt.read_array_header_1_0,
+                            (2, 0): fmt.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise _corrupt(path, f"entry {key!r}: npy format {version} is not supported")
+                    shape, _, dtype = read(f)
+                    stored = info.file_size - f.tell()
+                if dtype.hasobject:
+                    raise _corrupt(path, f"entry {key!r} holds Python objects; only arrays are read")
+                header = EntryHeader(tuple(int(n) for n in shape), dtype)
+                if header.nbytes != stored:
+                    raise _corrupt(path, f"entry {key!r} declares shape {header.shape} of {dtype} "
+                                         f"({header.nbytes} bytes) but holds {stored} bytes")
+                headers[key] = header
+    except CheckpointError:
+        raise
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"read {path}") from None
+        raise _corrupt(path, e) from None
+    except (zipfile.BadZipFile, ValueError, EOFError, TypeError) as e:
+        raise _corrupt(path, e) from None
+    return headers
+
+
+def load_checkpoint(path, keys: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+    """Read a checkpoint written by :func:`save_checkpoint` (no pickles allowed).
+
+    Every entry's header is checked first (:func:`read_headers`); ``keys``
+    (default: all) are then loaded.
+    """
+    path = Path(path)
+    headers = read_headers(path)
+    keys = list(headers) if keys is None else [k for k in keys if k in headers]
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {key: z[key] for key in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a dfbst_np checkpoint ({e})") from None
+            return {key: z[key] for key in keys}
+    except MemoryError:
+        raise StorageError(f"not enough memory to read {path} "
+                           f"({sum(headers[k].nbytes for k in keys)} bytes)") from None
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"read {path}") from None
+        raise _corrupt(path, e) from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise _corrupt(path, e) from None
 
 
 def with_prefix(prefix: str, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

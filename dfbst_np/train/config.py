@@ -8,25 +8,42 @@ reference settings (``dfbst_np.methods.get(name).defaults``), which
 settings (lr 0.01, alpha 5e-4, 20 epochs, no weight decay, no clipping).
 
 :meth:`RunConfig.validate` checks every value (a flag's or a config.json
-entry's) and names the flag or the file in its :class:`ConfigError`.
+entry's), its bounds included, and that the model takes the dataset's
+images, and names the flag or the file in its :class:`ConfigError`.
+:meth:`RunConfig.load` requires every setting in config.json: a missing one
+is refused, never filled in with a default (only the settings older
+versions did not record take the one value every run of those versions had).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
 
 from .. import methods
-from ..errors import ConfigError
+from ..errors import ConfigError, is_disk_error, storage_error
 from ..methods import WEIGHT_GRADS
-from ..models import NAMES as MODELS, REGISTRY as MODEL_REGISTRY
+from ..models import INPUT_SHAPES, NAMES as MODELS, REGISTRY as MODEL_REGISTRY
 from ..sparse.kernels import PATHS
+from .checkpoint import write_atomic
 from .data.datasets import canonical_name
 
 DATASET_FOR_MODEL = {name: m.dataset for name, m in MODEL_REGISTRY.items()}
+# Bounds of the numeric settings: far above any real run, far below where an int64
+# checkpoint entry, a progress bar or a BLAS library would overflow.
+MAX_EPOCHS = 1_000_000
+MAX_COUNT = 2 ** 31 - 1          # batch sizes, image limits
+MAX_SEED = 2 ** 32 - 1           # every generator in use (NumPy's, torch.manual_seed) takes it
+MAX_THREADS = 1024
+# Settings older versions did not record, and the one value every run of theirs had.
+ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu"}
+
+
+def image_shape(dataset: str) -> Tuple[int, int, int]:
+    """(C, H, W) of a dataset's images: CIFAR's 3x32x32, the MNIST family's 1x28x28."""
+    return (3, 32, 32) if canonical_name(dataset).startswith("cifar") else (1, 28, 28)
 
 
 @dataclass
@@ -72,22 +89,35 @@ class RunConfig:
         """The method options this run sets (the others take the method's defaults)."""
         return {k: getattr(self, k) for k in METHOD_OPTIONS if getattr(self, k) is not None}
 
+    def to_json(self) -> str:
+        """config.json's text."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
     def save(self, path) -> None:
-        """Write config.json atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        """Write config.json atomically (a temporary file of its own name, then a rename)."""
+        write_atomic(path, self.to_json().encode())
 
     @classmethod
     def load(cls, path) -> "RunConfig":
-        """Read and validate config.json; every error names the file."""
+        """Read and validate config.json; every error names the file.
+
+        Every setting must be there (except :data:`ADDED_LATER`'s, which
+        take the value runs had before they were recorded).
+        """
+        path = Path(path)
         try:
-            raw = json.loads(Path(path).read_text())
+            if path.stat().st_size > 1_000_000:
+                raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config.json "
+                                  f"(a run's settings take about 1 KB)")
+            raw = json.loads(path.read_text())
         except OSError as e:
+            if is_disk_error(e):
+                raise storage_error(e, f"read {path}") from None
             raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not a valid config.json ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a valid config.json (nested too deeply)") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a JSON object of settings, "
                               f"got {type(raw).__name__}")
@@ -95,6 +125,15 @@ class RunConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown settings {unknown}")
+        missing = [name for name in (f.name for f in fields(cls))
+                   if name not in raw and name not in ADDED_LATER]
+        if missing:
+            what = (f"setting {missing[0]!r} is" if len(missing) == 1 else
+                    f"settings {', '.join(map(repr, missing[:3]))}"
+                    + (f" and {len(missing) - 3} more" if len(missing) > 3 else "") + " are")
+            raise ConfigError(f"{path}: {what} missing; a resumed run takes every setting from "
+                              f"config.json, never a default: put it back as the run was started")
+        raw = {**{k: v for k, v in ADDED_LATER.items() if k not in raw}, **raw}
         if isinstance(raw.get("milestones"), list):
             raw["milestones"] = tuple(raw["milestones"])
         cfg = cls(**raw).validate(where=f"{path}: ")
@@ -135,8 +174,18 @@ class RunConfig:
         if self.textbook and self.weight_grad == "predicted":
             raise ConfigError(f"{where}{names.get('textbook', 'textbook')} runs the exact rule; "
                               f"{names.get('weight_grad', 'weight_grad')} 'predicted' has no textbook form")
+        try:
+            shape = image_shape(self.dataset)
+        except ConfigError:
+            shape = None                    # an unknown name is refused where the data is loaded
+        if shape is not None and shape != INPUT_SHAPES.get(self.model, shape):
+            fits = [d for d in ("sample", "fashion_mnist", "mnist", "kmnist", "cifar10", "cifar100")
+                    if image_shape(d) == INPUT_SHAPES[self.model]]
+            raise ConfigError(f"{where}{names.get('model', 'model')} {self.model} takes "
+                              f"{_shape(INPUT_SHAPES[self.model])} images but "
+                              f"{names.get('dataset', 'dataset')} {self.dataset} holds "
+                              f"{_shape(shape)} ones; use a dataset of {', '.join(fits)}")
         return self
-
 
     def _validate_method_options(self, where: str, names: Mapping[str, str]) -> None:
         """Each option set is one the method takes, with a valid value (the method's rules)."""
@@ -160,6 +209,10 @@ METHOD_OPTIONS = ("density", "distribution", "zeta", "drop_fraction", "update_in
                   "prune_start", "update_end")
 
 
+def _shape(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -172,33 +225,37 @@ def _opt(rule: Callable[[object], bool]) -> Callable[[object], bool]:
     return lambda v: v is None or rule(v)
 
 
-_positive_int = lambda v: _int(v) and v > 0          # noqa: E731
+def _count(top: int) -> Callable[[object], bool]:
+    return lambda v: _int(v) and 1 <= v <= top
+
+
+_positive_int = _count(MAX_COUNT)
 _RULES = {
     "model": (lambda v: v in MODELS, f"one of {list(MODELS)}"),
     "method": (lambda v: v in methods.names(), lambda: f"one of {list(methods.names())}"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name"),
-    "epochs": (_positive_int, "a positive integer"),
-    "batch_size": (_positive_int, "a positive integer"),
+    "epochs": (_count(MAX_EPOCHS), f"an integer from 1 to {MAX_EPOCHS}"),
+    "batch_size": (_positive_int, f"an integer from 1 to {MAX_COUNT}"),
     "lr": (lambda v: _num(v) and v > 0, "a finite number > 0"),
     "momentum": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
     "weight_decay": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
     "alpha": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
     "beta": (lambda v: _num(v) and v >= 0, "a finite number >= 0"),
     "clip_norm": (_opt(lambda v: _num(v) and v > 0), "a finite number > 0 or null"),
-    "milestones": (lambda v: isinstance(v, tuple) and all(_positive_int(m) for m in v)
-                   and list(v) == sorted(set(v)), "increasing positive integers"),
+    "milestones": (lambda v: isinstance(v, tuple) and all(_count(MAX_EPOCHS)(m) for m in v)
+                   and list(v) == sorted(set(v)), f"increasing integers from 1 to {MAX_EPOCHS}"),
     "gamma": (lambda v: _num(v) and v > 0, "a finite number > 0"),
-    "seed": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "seed": (lambda v: _int(v) and 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
     "dtype": (lambda v: v in ("float32", "float64"), "'float32' or 'float64'"),
-    "test_batch_size": (_positive_int, "a positive integer"),
-    "train_limit": (_opt(_positive_int), "a positive integer (or absent: all images)"),
-    "test_limit": (_opt(_positive_int), "a positive integer (or absent: all images)"),
+    "test_batch_size": (_positive_int, f"an integer from 1 to {MAX_COUNT}"),
+    "train_limit": (_opt(_positive_int), f"an integer from 1 to {MAX_COUNT} (or null: all images)"),
+    "test_limit": (_opt(_positive_int), f"an integer from 1 to {MAX_COUNT} (or null: all images)"),
     "kernel_path": (_opt(lambda v: v in PATHS), f"one of {list(PATHS)} (or absent: auto)"),
     "weight_grad": (lambda v: v in WEIGHT_GRADS, f"one of {list(WEIGHT_GRADS)}"),
     "data_root": (_opt(lambda v: isinstance(v, str)), "a folder name"),
     "download": (lambda v: isinstance(v, bool), "true or false"),
     "textbook": (lambda v: isinstance(v, bool), "true or false"),
-    "threads": (_opt(_positive_int), "a positive integer"),
+    "threads": (_opt(_count(MAX_THREADS)), f"an integer from 1 to {MAX_THREADS}"),
     "backend": (lambda v: v in ("numpy", "torch"), "'numpy' or 'torch'"),
     "device": (lambda v: v in ("cpu", "cuda"), "'cpu' or 'cuda'"),
 }

@@ -14,13 +14,17 @@ nothing.
   (:func:`resume_history`): a missing or empty file is rebuilt, and a
   file that contradicts the checkpoint, or an old checkpoint without a
   history whose metrics.csv lacks rows, is refused, naming the file.
+* One writer at a time: ``train``, ``--resume`` and ``--overwrite`` hold the
+  folder's lock (:func:`.lock.lock_folder`) for as long as they run; a second
+  writer is refused at once.
 * Temporary files a killed writer left behind are removed when the folder
-  is next used (:func:`remove_stale_files`).
+  is next used, under the lock (:func:`remove_stale_files`).
 """
 from __future__ import annotations
 
 import csv
 import datetime
+import io
 import math
 import os
 import zipfile
@@ -29,8 +33,14 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import RunFolderError
-from .checkpoint import remove_stale_temp_files
+from ..errors import RunFolderError, is_disk_error, storage_error
+from .checkpoint import remove_stale_temp_files, write_atomic
+from .lock import LOCK, FolderLock, lock_folder
+
+__all__ = ["CHECKPOINT", "CONFIG", "LOCK", "METRICS", "FolderLock", "check_new_folder",
+           "checkpoint_epoch", "history_arrays", "history_rows", "lock_folder", "move_aside",
+           "read_metrics", "remove_stale_files", "resume_history", "resume_hint", "unmovable",
+           "write_metrics"]
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.csv", "checkpoint.npz"
 START_OVER = ("start elsewhere with --out NEW_FOLDER, or start over with --overwrite (which moves "
@@ -48,15 +58,21 @@ def check_new_folder(out) -> None:
         Naming the folder, what it holds, and how to continue or start over.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if (out / CONFIG).is_file():
-        raise RunFolderError(f"{out} already holds a run ({_progress(out)}); continue it with "
-                             f"--resume {out} (and --epochs N to train further), or {START_OVER}")
-    raise RunFolderError(f"{out} exists and holds files that are not a run; choose another --out, "
-                         f"or pass --overwrite to move the folder aside")
+    try:
+        if out.exists() and not out.is_dir():
+            raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
+        if not out.is_dir() or all(p.name == LOCK for p in out.iterdir()):
+            return
+        if (out / CONFIG).is_file():
+            raise RunFolderError(f"{out} already holds a run ({_progress(out)}); continue it with "
+                                 f"--resume {out} (and --epochs N to train further), or {START_OVER}")
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"use {out} as a run folder") from None
+        raise
+    how = "" if unmovable(out) else ", or pass --overwrite to move the folder aside"
+    raise RunFolderError(f"{out} exists and holds files that are not a run; choose another "
+                         f"--out{how}")
 
 
 def _progress(out: Path) -> str:
@@ -73,9 +89,39 @@ def checkpoint_epoch(out) -> Optional[int]:
         return None
 
 
-def move_aside(out) -> Optional[Path]:
-    """Rename ``out`` to ``out.replaced-<UTC time>`` (if it exists); return the new name."""
+def unmovable(out) -> Optional[str]:
+    """Why ``--overwrite`` must never move ``out`` aside (None if it may).
+
+    ``.``, ``..``, ``/``, the current folder and its parents are not run
+    folders a command may move: the user's other files are there.
+    """
     out = Path(out)
+    try:
+        real, cwd = Path(os.path.realpath(out)), Path(os.path.realpath(os.getcwd()))
+    except OSError:
+        return None
+    if out.name in ("", ".", "..") or real == real.parent:
+        return f"{str(out)!r} names no run folder of its own"
+    if real == cwd or real in cwd.parents:
+        return f"{out} is the current folder or one of its parents"
+    return None
+
+
+def move_aside(out, lock: Optional["FolderLock"] = None) -> Optional[Path]:
+    """Rename ``out`` to ``out.replaced-<UTC time>`` (if it exists); return the new name.
+
+    ``lock``, the folder's lock held by the caller, moves with it.
+
+    Raises
+    ------
+    RunFolderError
+        If ``out`` is ``.``, ``..``, ``/``, the current folder or a parent of it,
+        or cannot be renamed (one line naming the folder).
+    """
+    out = Path(out)
+    why = unmovable(out)
+    if why:
+        raise RunFolderError(f"--overwrite never moves {why}; give the run's own folder with --out")
     if not out.exists():
         return None
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -84,15 +130,28 @@ def move_aside(out) -> Optional[Path]:
     while target.exists():
         n += 1
         target = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
-    os.replace(out, target)
+    try:
+        os.rename(out, target)      # never over an existing folder (replace would empty-merge)
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"move {out} aside to {target.name}") from None
+        raise
+    if lock is not None:
+        lock.moved_to(target)
     return target
 
 
 def remove_stale_files(out) -> List[Path]:
-    """Remove the temporary files of our own naming that a killed run left in ``out``."""
+    """Remove the temporary files of our own naming that a killed run left in ``out``.
+
+    Call it only under the folder's lock (:func:`lock_folder`): another
+    writer's temporary files would look the same.
+    """
     out = Path(out)
-    removed = remove_stale_temp_files(out / CHECKPOINT)
-    for name in (CONFIG + ".tmp", METRICS + ".tmp"):
+    removed = []
+    for name in (CHECKPOINT, CONFIG, METRICS):
+        removed += remove_stale_temp_files(out / name)
+    for name in (CONFIG + ".tmp", METRICS + ".tmp"):       # older versions' fixed names
         if (out / name).is_file():
             (out / name).unlink()
             removed.append(out / name)
@@ -116,13 +175,11 @@ def resume_hint(out) -> str:
 
 def write_metrics(path, rows: List[Row]) -> None:
     """Rewrite metrics.csv from ``rows`` atomically (small: one row per epoch)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["epoch"])
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
 
 
 def read_metrics(path) -> List[Row]:
@@ -136,6 +193,8 @@ def read_metrics(path) -> List[Row]:
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise RunFolderError(f"{path} is not a file (a folder?); move it away")
         return []
     rows: List[Row] = []
     line = 1
@@ -152,6 +211,10 @@ def read_metrics(path) -> List[Row]:
                     raise ValueError(f"epoch {rows[-1]['epoch']} where {len(rows)} was expected")
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise RunFolderError(f"{path}: line {line} is not a metrics row ({e})") from None
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"read {path}") from None
+        raise
     return rows
 
 
@@ -218,8 +281,17 @@ def resume_history(out, ck_rows: Optional[List[Row]], epoch: int) -> Tuple[List[
     if ck_rows is not None:
         n = min(len(rows), epoch)
         if not _same(rows[:n], ck_rows[:n]):
-            raise RunFolderError(f"{path} differs from the history in {out / CHECKPOINT}; move "
-                                 f"{path} aside and resume again to rebuild it from the checkpoint")
+            raise RunFolderError(f"{path} differs from the history in {out / CHECKPOINT} (one "
+                                 f"was edited, or comes from another run); if the checkpoint is "
+                                 f"this run's, move {path} aside and resume again to rebuild it "
+                                 f"from there, else put back the run's own checkpoint")
+        if len(rows) > epoch:
+            raise RunFolderError(
+                f"{path} holds epochs 1 to {len(rows)} but {out / CHECKPOINT} only {epoch}: "
+                f"resuming would drop or replace the rows of epochs {epoch + 1} to {len(rows)}. "
+                f"If the checkpoint was replaced by an older one, put the newer one back; to go "
+                f"on from epoch {epoch} anyway, move {path} aside (it is rebuilt from the "
+                f"checkpoint)")
         note = None
         if len(rows) < epoch:
             note = (f"note: {path} held {len(rows)} of the {epoch} finished epochs; "
@@ -233,4 +305,11 @@ def resume_history(out, ck_rows: Optional[List[Row]], epoch: int) -> Tuple[List[
             f"{path} holds {len(rows)} epoch(s) but {out / CHECKPOINT} is at epoch {epoch}: "
             f"resuming would lose the metrics of epochs {len(rows) + 1} to {epoch}. Restore "
             f"{path}, or {START_OVER}")
-    return rows[:epoch], None
+    if len(rows) > epoch:
+        raise RunFolderError(
+            f"{path} holds epochs 1 to {len(rows)} but {out / CHECKPOINT} only {epoch}: "
+            f"resuming would drop or replace the rows of epochs {epoch + 1} to {len(rows)}. If "
+            f"the checkpoint was replaced by an older one, put the newer one back; to go on "
+            f"from epoch {epoch} anyway, keep a copy of {path} and delete its rows after epoch "
+            f"{epoch}")
+    return rows, None

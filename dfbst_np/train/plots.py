@@ -4,6 +4,7 @@ limits and a colorbar, log axes with plain tick labels, titles that name the
 model, the method and the data."""
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import List, Optional
 from .. import methods
 from ..errors import RunFolderError
 from ..models import REGISTRY as MODEL_REGISTRY
+from .checkpoint import write_atomic
 from .folder import read_metrics
 
 #: Resolution of every saved or inline figure.
@@ -71,9 +73,20 @@ def plot_run(run_dir) -> List[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a folder; plot takes a run folder")
     rows = read_metrics(run_dir / "metrics.csv")
     if not rows:
         raise RunFolderError(f"{run_dir / 'metrics.csv'} is missing or empty: no epoch to plot")
+    needed = ["train_acc", "test_acc", "density", "bdensity", "flops_exact", "flops_ideal"]
+    absent = [c for c in needed if c not in rows[0]]
+    if absent:
+        raise RunFolderError(f"{run_dir / 'metrics.csv'} has no column {absent[0]!r}"
+                             + (f" (nor {absent[1:]})" if absent[1:] else "")
+                             + "; plot draws the metrics.csv that train writes")
+    for name in ("accuracy.png", "density.png", "flops.png"):    # before any is drawn
+        if (run_dir / name).exists() and not (run_dir / name).is_file():
+            raise RunFolderError(f"{run_dir / name} is not a file (a folder?); move it away")
     title = _title_of(run_dir)
     ep = [r["epoch"] for r in rows]
     col = lambda key: [r[key] for r in rows]  # noqa: E731
@@ -119,7 +132,7 @@ def _title_of(run_dir: Path) -> str:
     try:
         cfg = json.loads((run_dir / "config.json").read_text())
         return run_title(cfg["model"], cfg["method"], cfg["dataset"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return run_dir.name
 
 
@@ -128,7 +141,9 @@ def _save(fig, path: Path) -> Path:
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
     import matplotlib.pyplot as plt
+    png = io.BytesIO()
+    fig.savefig(png, dpi=DPI, format="png")
     plt.close(fig)
+    write_atomic(path, png.getvalue())      # a full PNG or the old one, never an empty file
     return path

@@ -15,6 +15,8 @@ writes the same checkpoint, so a run may be resumed on the other.
 """
 from __future__ import annotations
 
+import bisect
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +24,27 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, RunFolderError, TrainingDivergedError
+from ..errors import (CheckpointError, ConfigError, RunFolderError, StorageError,
+                      TrainingDivergedError, is_disk_error, storage_error)
 from ..runtime import STEP_THREADS, keep_freed_memory, pinned_blas_threads
-from .checkpoint import (check_entries, kill_point, load_checkpoint, save_checkpoint, strip_prefix,
-                         with_prefix)
+from .checkpoint import (EntryHeader, check_entries, kill_point, load_checkpoint, read_headers,
+                         save_checkpoint, strip_prefix, with_prefix)
 from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for
 from .config import RunConfig
-from .folder import (CHECKPOINT, CONFIG, METRICS, check_new_folder, history_arrays, history_rows,
-                     read_metrics, remove_stale_files, resume_history, write_metrics)
+from .folder import (CHECKPOINT, CONFIG, LOCK, METRICS, FolderLock, check_new_folder,
+                     history_arrays, history_rows, lock_folder, read_metrics, remove_stale_files,
+                     resume_history, write_metrics)
 from .data import cifar_test_transform, cifar_train_transform, iterate_batches, load_dataset
 
 __all__ = ["Data", "Run", "build_model", "build_trainer", "load_data", "mask_densities",
            "read_metrics", "write_metrics", "CHECKPOINT", "CONFIG", "METRICS"]
 # What a checkpoint records about the run, checked against config.json on resume.
 META_FIELDS = ("model", "method", "dtype", "weight_grad")
+# Checkpoint entries that restate a setting of config.json, checked against it on resume.
+SETTING_ENTRIES = {"sched/base_lr": "lr", "sched/gamma": "gamma", "sched/milestones": "milestones",
+                   "optim/momentum": "momentum", "optim/weight_decay": "weight_decay"}
+# Free space a checkpoint needs beyond its arrays (zip and npy headers, history).
+SPACE_MARGIN = 256 * 1024
 
 
 @dataclass
@@ -114,12 +123,16 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
             Naming the file (and entry) that does not allow resuming.
         """
         out = Path(out)
-        if not (out / CONFIG).is_file():
-            what = "does not exist" if not out.exists() else f"is not a run folder (no {CONFIG})"
-            raise RunFolderError(f"{out} {what}; start a new run there with --out {out}")
+        check_resumable(out)
         cfg = RunConfig.load(out / CONFIG)
         ck_path = out / CHECKPOINT
-        ck = load_checkpoint(ck_path) if ck_path.is_file() else None
+        headers, ck = None, None
+        if ck_path.exists():
+            # The headers first: nothing is allocated for an entry before its shape is known;
+            # then the small entries that say whose checkpoint it is and what it holds.
+            headers = read_headers(ck_path)
+            ck = load_checkpoint(ck_path, [k for k in headers if k.startswith(("meta/", "history/"))])
+            _check_meta(ck_path, ck, cfg)
         epoch = _checkpoint_epoch(ck_path, ck, cfg) if ck is not None else 0
         rows, note = resume_history(out, history_rows(ck_path, ck, epoch) if ck else None, epoch)
         if epochs is not None:
@@ -132,56 +145,143 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
         cfg.download = cfg.download if download is None else download
         cfg.backend, cfg.device = backend or cfg.backend, device or cfg.device
         run = cls(cfg, out, data)
-        if ck is not None:
-            run._load_state(ck_path, ck)
+        if headers is not None:
+            run._load_state(ck_path, headers, epoch)
         run.epoch, run.rows, run.note, run.owns_folder = epoch, rows, note, True
         return run
 
-    def _load_state(self, path: Path, ck: Dict[str, np.ndarray]) -> None:
-        """Check every entry against what this run writes, then load."""
-        for key in META_FIELDS:
-            if f"meta/{key}" in ck and str(ck[f"meta/{key}"]) != str(getattr(self.cfg, key)):
-                raise CheckpointError(f"{path}: entry 'meta/{key}' is {str(ck[f'meta/{key}'])!r} "
-                                      f"but config.json says {getattr(self.cfg, key)!r}")
-        # Checked elsewhere: the history by history_rows, the meta strings by value above.
+    def _load_state(self, path: Path, headers: Dict[str, EntryHeader], epoch: int) -> None:
+        """Check every entry's header against what this run writes, then load and check the
+        values (the settings they restate, finiteness), then load them into the backend."""
+        # Checked elsewhere: the history by history_rows, the meta strings by _check_meta.
         checked = {"history/columns", "history/values"} | {f"meta/{k}" for k in META_FIELDS}
-        required = {k: v for k, v in self.state_arrays().items() if k not in checked}
-        check_entries(path, {k: v for k, v in ck.items() if k not in checked}, required,
+        template = self.state_arrays()
+        want, got = template["sched/milestones"], headers.get("sched/milestones")
+        if got is not None and got.shape != want.shape and len(got.shape) == 1 \
+                and got.shape[0] <= 1000 and got.dtype.kind in "iu":    # small: read it to say so
+            value = load_checkpoint(path, ["sched/milestones"])["sched/milestones"].tolist()
+            raise CheckpointError(
+                f"{path}: entry 'sched/milestones' is {value} but milestones in config.json is "
+                f"{list(self.cfg.milestones)}; the checkpoint does not belong to this run's "
+                f"settings: put back the run's own config.json or checkpoint")
+        required = {k: v for k, v in template.items() if k not in checked}
+        check_entries(path, {k: v for k, v in headers.items() if k not in checked}, required,
                       self.backend.optional_state())
+        ck = load_checkpoint(path)
+        self._check_settings(path, ck, template, epoch)
+        for key, value in ck.items():
+            if value.dtype.kind in "fc" and not key.startswith("history/") \
+                    and not np.isfinite(value).all():
+                raise CheckpointError(
+                    f"{path}: entry {key!r} holds NaN or infinite values: the checkpoint is "
+                    f"corrupt or was saved by a run that diverged; put back a good copy of it, "
+                    f"or start over with --overwrite")
         try:
             self.backend.load_state(ck)
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
         self.totals = {k: float(v) for k, v in strip_prefix("totals", ck).items()}
 
-    def _prepare_folder(self) -> None:
-        """A new run: refuse a used folder, then write config.json. A resumed one:
-        remove stale temporary files, save a changed config, restore metrics.csv."""
+    def _check_settings(self, path: Path, ck: Dict[str, np.ndarray], template, epoch: int) -> None:
+        """The schedule and the optimiser's settings in the checkpoint are config.json's."""
+        cfg = self.cfg
+        for key, setting in SETTING_ENTRIES.items():
+            if not np.array_equal(ck[key], template[key]):
+                value = getattr(cfg, setting)
+                value = list(value) if isinstance(value, tuple) else value
+                raise CheckpointError(
+                    f"{path}: entry {key!r} is {ck[key].tolist()!r} but {setting} in config.json "
+                    f"is {value!r}; the checkpoint does not belong to this run's settings: put "
+                    f"back the run's own config.json or checkpoint")
+        for key in ("optim/dampening", "optim/nesterov"):
+            if key in template and not np.array_equal(ck[key], template[key]):
+                raise CheckpointError(f"{path}: entry {key!r} is {ck[key].tolist()!r}, but this "
+                                      f"run's SGD has {template[key].tolist()!r}")
+        if int(ck["sched/last_epoch"]) != epoch:
+            raise CheckpointError(f"{path}: entry 'sched/last_epoch' is "
+                                  f"{int(ck['sched/last_epoch'])} but 'meta/epoch' is {epoch}")
+        lr = cfg.lr * cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), epoch)
+        for key in ("sched/last_lr", "optim/lr"):
+            if not np.isclose(float(ck[key]), lr, rtol=1e-9, atol=0):
+                raise CheckpointError(
+                    f"{path}: entry {key!r} is {float(ck[key])!r} but config.json's schedule "
+                    f"(lr {cfg.lr!r}, x{cfg.gamma!r} after epochs {list(cfg.milestones)}) gives "
+                    f"{lr!r} after epoch {epoch}")
+
+    def _prepare_folder(self) -> FolderLock:
+        """Take the folder's lock and return it. A new run: refuse a used folder, check the
+        free space, then write config.json. A resumed one: remove stale temporary files,
+        check the free space, save a changed config, restore metrics.csv."""
         if not self.owns_folder:
             check_new_folder(self.out)
             if self.cfg.threads is None:      # what the trainer's steps use (runtime.step_threads)
                 self.cfg.threads = pinned_blas_threads() or STEP_THREADS
+            self._check_space()
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
-                self.cfg.save(self.out / CONFIG)
             except OSError as e:
-                raise RunFolderError(f"cannot write the run folder {self.out} ({e.strerror or e})") from None
+                if is_disk_error(e) or isinstance(e, FileExistsError):
+                    raise storage_error(e, f"make the run folder {self.out}") from None
+                raise
+            lock = lock_folder(self.out, "train")
+            try:
+                check_new_folder(self.out)    # another new run may have started there meanwhile
+                self.cfg.save(self.out / CONFIG)
+            except BaseException:
+                lock.release()
+                raise
             self.owns_folder = True
-            return
-        remove_stale_files(self.out)
-        if RunConfig.load(self.out / CONFIG) != self.cfg:
-            self.cfg.save(self.out / CONFIG)
-        if self.rows:
-            write_metrics(self.out / METRICS, self.rows)
+            return lock
+        lock = lock_folder(self.out, "train --resume")
+        try:
+            remove_stale_files(self.out)
+            self._check_space()
+            if RunConfig.load(self.out / CONFIG) != self.cfg:
+                self.cfg.save(self.out / CONFIG)
+            if self.rows:
+                write_metrics(self.out / METRICS, self.rows)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _check_space(self) -> None:
+        """Refuse to start (before writing anything) where a checkpoint would not fit."""
+        arrays = self.state_arrays()
+        later = {k: v for k, v in self.backend.optional_state().items() if k not in arrays}
+        need = sum(v.nbytes for v in (*arrays.values(), *later.values())) + SPACE_MARGIN
+        folder = self.out
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return                              # unknown: the writes say what goes wrong
+        if self.owns_folder and (self.out / CHECKPOINT).is_file():
+            free += (self.out / CHECKPOINT).stat().st_size  # replaced, hence freed, by the next
+            need += (self.out / CHECKPOINT).stat().st_size  # but both exist during the rename
+        if free < need:
+            raise StorageError(f"{folder} has {free // 1024} KiB free, but a checkpoint of this "
+                               f"run takes about {need // 1024} KiB; free some space, or use a "
+                               f"folder on another disk (nothing was written)")
 
     # -- training --------------------------------------------------------
     def train(self, progress: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, float]]:
-        """Train up to ``cfg.epochs``; after every epoch write the checkpoint, then metrics.csv."""
+        """Train up to ``cfg.epochs``; after every epoch write the checkpoint, then metrics.csv.
+
+        The folder's lock is held from before anything is written until this returns.
+        """
+        keep_freed_memory()     # the run owns its process: steps reuse their pages
+        lock = self._prepare_folder()           # held until the run ends: one writer at a time
+        try:
+            return self._train(progress, log)
+        finally:
+            lock.release()
+
+    def _train(self, progress: bool, log: Callable[[str], None]) -> List[Dict[str, float]]:
         from tqdm import tqdm
 
-        keep_freed_memory()     # the run owns its process: steps reuse their pages
         cfg, d = self.cfg, self.data
-        self._prepare_folder()
         if self.note:
             log(self.note)
             self.note = None
@@ -259,6 +359,45 @@ def epoch_line(epoch: int, row: Dict[str, float]) -> str:
     return (f"epoch {epoch:3d}  loss {row['loss']:.4f}, accuracy train {row['train_acc']:.4f} "
             f"test {row['test_acc']:.4f}, density M {row['density']:.3f} D {row['bdensity']:.3f}, "
             f"FLOPs/dense exact {row['flops_exact']:.3f} ideal {row['flops_ideal']:.3f}")
+
+
+def check_resumable(out: Path) -> None:
+    """Refuse, saying what is there and what to do, a folder that holds no config.json."""
+    try:
+        if (out / CONFIG).is_file():
+            return
+        if not out.exists():
+            raise RunFolderError(f"{out} does not exist; start a new run there with --out {out}")
+        if not out.is_dir():
+            raise RunFolderError(f"{out} is not a folder; --resume takes a run folder")
+        if (out / CONFIG).exists():
+            raise RunFolderError(f"{out / CONFIG} is not a file (a folder?); move it away")
+        names = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+    except OSError as e:
+        if is_disk_error(e):
+            raise storage_error(e, f"read the run folder {out}") from None
+        raise
+    if not names:
+        raise RunFolderError(f"{out} is empty: no run to resume; start a new run there with "
+                             f"--out {out}")
+    found = [n for n in (CHECKPOINT, METRICS) if n in names]
+    if found:
+        raise RunFolderError(f"{out} holds {' and '.join(found)} but no {CONFIG}, so the run's "
+                             f"settings are unknown; put its {CONFIG} back to resume it, or "
+                             f"start a new run in another folder with --out NEW_FOLDER")
+    raise RunFolderError(f"{out} is not a run folder (no {CONFIG}); start a new run in another "
+                         f"folder with --out NEW_FOLDER")
+
+
+def _check_meta(path: Path, ck: Dict[str, np.ndarray], cfg: RunConfig) -> None:
+    """The checkpoint's model, method, dtype and weight gradient are config.json's."""
+    for key in META_FIELDS:
+        value = ck.get(f"meta/{key}")
+        if value is not None and str(value) != str(getattr(cfg, key)):
+            raise CheckpointError(
+                f"{path}: entry 'meta/{key}' is {str(value)!r} but config.json says "
+                f"{getattr(cfg, key)!r}: the checkpoint belongs to another run; put back this "
+                f"run's checkpoint, or start over with --overwrite")
 
 
 def _checkpoint_epoch(path: Path, ck: Dict[str, np.ndarray], cfg: RunConfig) -> int:
