@@ -38,7 +38,10 @@ MAX_COUNT = 2 ** 31 - 1          # batch sizes, image limits
 MAX_SEED = 2 ** 32 - 1           # every generator in use (NumPy's, torch.manual_seed) takes it
 MAX_THREADS = 1024
 # Settings older versions did not record, and the one value every run of theirs had.
-ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu"}
+ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu",
+               # the method options (gmp, set, rigl): a run from before them had none
+               "density": None, "distribution": None, "zeta": None, "drop_fraction": None,
+               "update_interval": None, "prune_start": None, "update_end": None}
 
 
 def image_shape(dataset: str) -> Tuple[int, int, int]:
