@@ -110,11 +110,7 @@ class Trainer:
         self.impl = _model_implementation(self.layers, textbook)
         self.method = self.impl.method.name
         self.textbook = self.impl.kind == "textbook"
-        settings = {layer.settings for _, layer in self.layers}
-        if len(settings) > 1:
-            raise ValueError(f"Trainer: the model's layers have different settings "
-                             f"{sorted(map(repr, settings))}; build them with one")
-        self.settings = settings.pop() if settings else methods.Settings()
+        self.settings = self.layers[0][1].settings if self.layers else methods.Settings()
         if weight_grad is not None and weight_grad != self.settings.weight_grad:
             raise ValueError(f"Trainer: weight_grad={weight_grad!r}, but the model was built with "
                              f"weight_grad={self.settings.weight_grad!r}; choose it in "
