@@ -436,8 +436,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--checkpoint", metavar="F.pth",
                    help="load this state dict into your model first (torch.load weights_only=True; "
                         "default: the factory's weights)")
-    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2", metavar="E:I,...",
-                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2)")
+    v.add_argument("--schedule", default="1:0,1:1,2:0,2:1,2:2,3:0", metavar="E:I,...",
+                   help="(epoch, batch index) of each step (default: 1:0,1:1,2:0,2:1,2:2,3:0)")
     v.add_argument("--batch-size", type=int, default=8,
                    help="images per step, from the committed sample (default: 8)")
     v.add_argument("--input-shape", default="1,28,28", metavar="C,H,W",
@@ -453,6 +453,15 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default: 1e-6)")
     v.add_argument("--atol", type=float, default=1e-12,
                    help="absolute floor for entries whose true value is 0 (default: 1e-12)")
+    v.add_argument("--float32-masks", choices=("auto", "on", "off"), default="auto",
+                   help="whether your masks are float32, as (x > 0).float() makes them "
+                        "(default: auto, read from your model's forward)")
+    v.add_argument("--name-map", metavar="YOURS=OURS,...",
+                   help="rename your parameters, modules or mask attributes to dfbst_np's "
+                        "(net.0=fc1, net=  strips a prefix, net.0.M=fc1.mask); or a .json file "
+                        "of the same mapping (default: none, the twin takes your names)")
+    v.add_argument("--table", action="store_true",
+                   help="print every comparison, not only the verdict and the first divergence")
     v.set_defaults(func=_verify)
 
     from .bench import add_arguments as bench_arguments

@@ -1,18 +1,28 @@
-"""Write notebooks/exercises/*.ipynb and their solutions from one source.
+"""Write notebooks/exercises/*.ipynb, their solutions and their masters from one source.
 
 The exercise and its solution are the same notebook except for the body of
 the function the learner writes (a stub that raises NotImplementedError, or
 the answer) and a last cell in the solution that asserts the check passed.
-Run from the repository root after editing this file:
+The master (notebooks/exercises/master/) is the teacher's notebook in
+otter-grader's assign format: the answer inside solution markers, the stub as
+the student's prompt, and one graded test per checker case (1 point each);
+``scripts/release_exercises.py`` makes the student and autograder versions
+from it (docs/teaching.md). Run from the repository root after editing this
+file:
 
     python scripts/make_exercise_notebooks.py
 
-then execute both folders (notebooks/README.md, "Running them").
+then execute the exercise and solution folders (notebooks/README.md, "Running them").
 """
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
+
+from dfbst_np.exercises import backward_mask as bm_ex
+from dfbst_np.exercises import forward_mask as fm_ex
+from dfbst_np.exercises import gradient_rule as gr_ex
+from dfbst_np.exercises import training_step as ts_ex
 
 ROOT = Path(__file__).resolve().parents[1] / "notebooks" / "exercises"
 
@@ -207,12 +217,24 @@ else:
 ]
 
 
+HOW = ("Fill in the function below (replace the `raise NotImplementedError` line), run it, "
+       "then run the check cell: it compares your function with `dfbst_np.textbook` on random "
+       "and edge cases and names what is wrong. The package holds the answer; the check hides it while "
+       "your function runs and names a call to it. Run the notebook from the top after a restart "
+       "(Kernel > Restart & Run All) to be sure it holds.")
+
+# The function each exercise asks for -> its checker and the names of its cases (one graded test each).
+GRADED = {
+    "forward_mask": ("check_forward_mask", [c.name for c in fm_ex._cases()]),
+    "h": ("check_h", [c.name for c in gr_ex._h_cases()]),
+    "layer_grads": ("check_layer_grads", [c.name for c in gr_ex._grad_cases()]),
+    "backward_mask": ("check_backward_mask", [c.name for c in bm_ex._cases()]),
+    "train_step": ("check_train_step", [c.name for c in ts_ex._cases()]),
+}
+
+
 def build(ex, solution: bool):
-    cells = [new_markdown_cell(f"# {ex['title']}\n\n{ex['intro']}\n\n"
-                               "Fill in the function below (replace the `raise NotImplementedError` line), run it, "
-                               "then run the check cell: it compares your function with `dfbst_np.textbook` on random "
-                               "and edge cases and names what is wrong. Run the notebook from the top after a restart "
-                               "(Kernel > Restart & Run All) to be sure it holds."),
+    cells = [new_markdown_cell(f"# {ex['title']}\n\n{ex['intro']}\n\n{HOW}"),
              new_code_cell(SETUP + ex["imports"])]
     for head, body in ex["functions"]:
         cells.append(new_code_cell(head + (body if solution else STUB)))
@@ -232,11 +254,70 @@ def build(ex, solution: bool):
     return nb
 
 
+def _name(head):
+    return head.split("def ", 1)[1].split("(", 1)[0]
+
+
+def build_master(ex):
+    """The teacher's notebook in otter-grader's assign format (points: one per checker case)."""
+    stem = ex["file"].split(".")[0]
+    config = f"""# ASSIGNMENT CONFIG
+name: {stem}
+init_cell: true
+check_all_cell: false
+export_cell: false
+run_tests: true
+solutions_pdf: false
+generate:
+  pdf: false
+  zips: false
+tests:
+  files: true
+  ok_format: false"""
+    cells = [new_raw_cell(config),
+             new_markdown_cell(f"# {ex['title']}\n\n{ex['intro']}\n\n{HOW}"),
+             new_code_cell(SETUP + ex["imports"])]
+    for head, body in ex["functions"]:
+        name = _name(head)
+        checker, cases = GRADED[name]
+        cells += [new_raw_cell(f"# BEGIN QUESTION\nname: {name}\npoints: {len(cases)}"),
+                  new_markdown_cell(f"Write `{name}` below ({len(cases)} points: one per case of `{checker}`)."),
+                  new_raw_cell("# BEGIN SOLUTION"),
+                  new_code_cell(head + '    """ # BEGIN PROMPT\n' + STUB + '    """ # END PROMPT\n'
+                                + "    # BEGIN SOLUTION NO PROMPT\n" + body + "    # END SOLUTION\n"),
+                  new_raw_cell("# END SOLUTION"),
+                  new_raw_cell("# BEGIN TESTS")]
+        for k, case in enumerate(cases):
+            # otter's exception-based test: one function of the learner's names, and its call
+            cells.append(new_code_cell(
+                f'""" # BEGIN TEST CONFIG\npoints: 1\nhidden: false\nsuccess_message: "case \'{case}\' passes"\n'
+                f'""" # END TEST CONFIG\n'
+                f"def test_case_{k}({name}):\n"
+                f"    from dfbst_np.exercises import {checker}\n"
+                f"    result = {checker}({name}, quiet=True)\n"
+                f"    assert result.cases[{case!r}], result.message\n\n"
+                f"test_case_{k}({name})"))
+        cells += [new_raw_cell("# END TESTS"), new_raw_cell("# END QUESTION")]
+    cells.append(new_markdown_cell("**Check.** `PASSED` means every case agrees with the textbook; `NOT YET` names "
+                                   "the first case that does not and, where it recognises the mistake, what it is."))
+    cells.append(new_code_cell(ex["check"]))
+    for kind, text in ex["after"]:
+        cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
+    for k, cell in enumerate(cells):
+        cell.id = f"{ex['file'].split('_')[0]}-master-{k}"
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
 def main():
     (ROOT / "solutions").mkdir(parents=True, exist_ok=True)
+    (ROOT / "master").mkdir(parents=True, exist_ok=True)
     for ex in EXERCISES:
         for solution, folder in ((False, ROOT), (True, ROOT / "solutions")):
             nbformat.write(build(ex, solution), folder / ex["file"])
+        nbformat.write(build_master(ex), ROOT / "master" / ex["file"])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Print README's results table (Markdown) from run folders' metrics.csv and config.json.
+"""Print the results table of docs/results.md (Markdown) from run folders' metrics.csv and config.json.
 
     python scripts/results_table.py results/fashion_mnist/*/
 """

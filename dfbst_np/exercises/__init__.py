@@ -10,9 +10,13 @@ a hint that names the mistake (the exercise notebooks are in
 * :mod:`.backward_mask`: :func:`check_backward_mask` (D, V and dV/du);
 * :mod:`.training_step`: :func:`check_train_step` (the order of one step).
 
-A check returns a :class:`Result` (truthy when every case passes) and never
-raises for a wrong answer: a stub that raises NotImplementedError reports
-"not implemented yet". This package imports :mod:`dfbst_np.textbook` only.
+A check returns a :class:`Result` (truthy when every case passes; ``cases``
+says which passed, for graders) and never raises for a wrong answer: a stub
+that raises NotImplementedError reports "not implemented yet", any other
+exception, complex or non-numeric outputs are one line. The function under
+test is hidden while the learner's runs, so calling it is named. The teacher's
+kit (otter-grader masters, release script) is described in docs/teaching.md.
+This package imports :mod:`dfbst_np.textbook` only.
 """
 from ._check import Result
 from .backward_mask import check_backward_mask

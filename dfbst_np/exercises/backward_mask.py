@@ -37,29 +37,32 @@ def _cases():
 
 
 def _variant(norm="l1", zero_rows="zero", strict=True, abs_g=True, ddof=1, per_layer=False,
-             du_sign=-1.0, du_factor="dW", ste=True, v_of="g"):
+             du_sign=-1.0, du_factor="dW", ste=True, v_of="g", centre=True, h_abs=True):
     def fn(dWs, us):
         Ds, zs = [], []
         for dW, u in zip(dWs, us):
             r = {"l1": np.abs(dW).sum(axis=1, keepdims=True),
                  "l2": np.sqrt((dW ** 2).sum(axis=1, keepdims=True)),
-                 "none": np.ones((dW.shape[0], 1))}[norm]
+                 "none": np.ones((dW.shape[0], 1)),
+                 "columns": np.abs(dW).sum(axis=0, keepdims=True)}[norm]
             if zero_rows == "zero":
                 G = np.divide(dW, r, out=np.zeros_like(dW), where=r != 0)
             else:
                 G = dW / r
             z = (np.abs(G) if abs_g else G) - u[:, None]
-            zs.append(z)
+            zs.append(z if h_abs else G - u[:, None])
             Ds.append(((z > 0) if strict else (z >= 0)).astype(dW.dtype))
         gs = [dW * D for dW, D in zip(dWs, Ds)]
-        source = gs if v_of == "g" else list(dWs)
+        source = list(dWs) if v_of == "dW" else gs
         flat = np.concatenate([g.ravel() for g in source])
+        if v_of == "kept":
+            flat = flat[flat != 0]
         if per_layer:
             V = float(np.mean([np.std(g, ddof=ddof) for g in source]))
         else:
             V = float(np.std(flat, ddof=ddof))
-        n, mean = flat.size, flat.mean()
-        dV_dgs = [(g - mean) / ((n - ddof) * V) for g in source]
+        n, mean = flat.size, (flat.mean() if centre else 0.0)
+        dV_dgs = [(g - mean) * (g != 0 if v_of == "kept" else 1) / ((n - ddof) * V) for g in source]
         factor = {"dW": dWs, "g": gs}[du_factor]
         dV_du = [du_sign * (dV_dg * f * (tb.h(z) if ste else 0.0)).sum(axis=1)
                  for dV_dg, f, z in zip(dV_dgs, factor, zs)]
@@ -87,15 +90,27 @@ MISTAKES = [
             "dV/du multiplies by dW, not by g = dW * D: a dropped entry still gets an STE gradient."),
     Mistake(_variant(ste=False),
             "dV/du is zero: use the STE h(|Ghat| - u) in place of H', which is 0 almost everywhere."),
+    Mistake(_variant(norm="columns"),
+            "Ghat normalises each row (the gradient of one output unit, whose threshold is u_i) by its L1 "
+            "norm, sum over axis=1; yours normalised the columns (axis=0)."),
+    Mistake(_variant(centre=False),
+            "dV/dg_k = (g_k - mean(g)) / ((n - 1) V): the mean of g was not subtracted."),
+    Mistake(_variant(v_of="kept"),
+            "V is the std of every entry of g = dW * D, the dropped zeros included, not only of the kept entries."),
+    Mistake(_variant(h_abs=False),
+            "the STE in dV/du is h(|Ghat| - u), at the same z as D; yours used Ghat - u without the |.|."),
 ]
 
 
 def _outputs(value):
     Ds, gs, V, dV_du = value
-    return {"D": list(Ds), "g": list(gs), "V": float(V), "dV_du": list(dV_du)}
+    return {"D": list(Ds), "g": list(gs), "V": V, "dV_du": list(dV_du)}
 
 
-def check_backward_mask(backward_mask) -> Result:
-    """Check ``backward_mask(dWs, us) -> (Ds, gs, V, dV_du)`` against the textbook; print a hint."""
+def check_backward_mask(backward_mask, quiet: bool = False) -> Result:
+    """Check ``backward_mask(dWs, us) -> (Ds, gs, V, dV_du)`` against the textbook; print a hint.
+
+    :func:`dfbst_np.textbook.backward_mask` is hidden while ``backward_mask`` runs.
+    """
     return run_checks(backward_mask, tb.backward_mask, _cases(), MISTAKES, _outputs, "backward_mask",
-                      float_hint=ZERO_ROW_HINT)
+                      float_hint=ZERO_ROW_HINT, hide=[(tb, "backward_mask")], quiet=quiet)

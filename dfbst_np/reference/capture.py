@@ -18,8 +18,10 @@ through hooks that PyTorch offers for exactly this:
   momentum buffers the step starts from, through torch's global optimiser
   step hooks (``torch.optim.optimizer.register_optimizer_step_pre_hook``),
   so the optimiser can live anywhere in the user's code;
-* ``update``: the momentum buffers after the optimiser step (post hook); the
-  caller reads the parameters once the step has returned.
+* ``update``: the momentum buffers once the step has returned (read from
+  every optimiser seen stepping, so a buffer the step changes after
+  ``opt.step()``, e.g. multiplied by D, is what is recorded); the caller
+  reads the parameters then too.
 
 Everything is recorded under the torch model's own names; translating them
 is the caller's business.
@@ -56,16 +58,18 @@ class StepCapture:
     Parameters
     ----------
     model : torch.nn.Module
-    mask_paths : list of str
+    mask_paths : list of str, or a callable returning one
         Dotted attribute paths of the masks to read (``"fc1.mask"``,
-        ``"fc1.dmask"``, or a name map's own paths).
+        ``"fc1.dmask"``, or a name map's own paths); a callable is asked
+        at every read, since a step may create its ``dmask`` attributes
+        only once it has run.
 
     Use as a context manager around the whole run, and :meth:`run` for each step.
     """
 
-    def __init__(self, model: nn.Module, mask_paths: List[str]) -> None:
+    def __init__(self, model: nn.Module, mask_paths) -> None:
         self.model = model
-        self.mask_paths = list(mask_paths)
+        self.mask_paths = mask_paths if callable(mask_paths) else (lambda paths=list(mask_paths): paths)
         self.param_names = {id(p): name for name, p in model.named_parameters()}
         self._handles: list = []
         self._active = False
@@ -80,6 +84,7 @@ class StepCapture:
         self.momentum_before: Dict[str, torch.Tensor] = {}
         self.momentum_after: Dict[str, torch.Tensor] = {}
         self.optimizer_steps = 0
+        self.optimizers: list = []
         self.returned = None
 
     # -- hooks -------------------------------------------------------------
@@ -109,6 +114,8 @@ class StepCapture:
         if not owned:
             return
         self.optimizer_steps += 1
+        if not any(o is optimizer for o in self.optimizers):
+            self.optimizers.append(optimizer)
         if self.used_grads is None:
             self.used_grads = {}
         for name, p in owned:
@@ -122,13 +129,16 @@ class StepCapture:
     def _on_step_post(self, optimizer, args, kwargs) -> None:
         if not self._active:
             return
+        self._read_momentum(optimizer)
+
+    def _read_momentum(self, optimizer) -> None:
         for name, p in self._own_params(optimizer):
             buf = optimizer.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 self.momentum_after[name] = _copy(buf)
 
     def _read_masks(self) -> None:
-        for path in self.mask_paths:
+        for path in self.mask_paths():
             value = resolve_attribute(self.model, path)
             if isinstance(value, torch.Tensor):
                 self.masks[path] = _copy(value)
@@ -168,6 +178,9 @@ class StepCapture:
         finally:
             torch.autograd.backward = backward
             self._active = False
+        for optimizer in self.optimizers:
+            # what the step left, after anything it did past opt.step()
+            self._read_momentum(optimizer)
         if self.optimizer_steps == 0:
             # No torch.optim optimiser stepped: the gradients left in .grad are
             # the best record of what was applied.

@@ -26,7 +26,7 @@ RTOL = 1e-6
 #: Default absolute floor, for entries whose true value is 0.
 ATOL = 1e-12
 #: The stages of one step, in order.
-STAGES = ("forward", "grad", "mask", "used_grad", "update")
+STAGES = ("start", "forward", "grad", "mask", "used_grad", "update")
 
 
 @dataclass
@@ -128,7 +128,9 @@ class VerifyReport:
     Attributes
     ----------
     ok : bool
-        True when every compared quantity of every step agrees.
+        True when every compared quantity of every step agrees (the CLI's
+        exit 0). With :attr:`blind_spots`, the printed verdict is "OK, with
+        blind spots: ...": branches that never fired were not compared.
     first : Divergence or None
         The first divergence in step order, then stage order
         (:data:`STAGES`), then layer order.
@@ -148,6 +150,11 @@ class VerifyReport:
     rows: List[Divergence] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     summary: str = ""
+
+    @property
+    def blind_spots(self) -> List[str]:
+        """The branches that never fired: an OK says nothing about them."""
+        return [k for k, v in self.coverage.items() if not v]
 
     def failures(self) -> List[Divergence]:
         """Every comparison outside tolerance, in report order."""
@@ -172,8 +179,14 @@ class VerifyReport:
 
     def __str__(self) -> str:
         n_bad = len(self.failures())
-        verdict = ("OK: your code agrees with dfbst_np" if self.ok else
-                   f"DIVERGENCE: {n_bad} of {len(self.rows)} comparisons outside tolerance")
+        blind = self.blind_spots
+        if not self.ok:
+            verdict = f"DIVERGENCE: {n_bad} of {len(self.rows)} comparisons outside tolerance"
+        elif blind:
+            verdict = (f"OK, with blind spots: {', '.join(blind)} (never fired: a bug there would "
+                       "go unseen); elsewhere your code agrees with dfbst_np")
+        else:
+            verdict = "OK: your code agrees with dfbst_np"
         out = [f"verify: {verdict}", f"  {self.summary}"]
         if self.first is not None:
             out.append(f"first divergence: {self.first.describe()}")

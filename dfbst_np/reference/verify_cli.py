@@ -38,6 +38,41 @@ def _where(exc: BaseException) -> str:
     return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
+def _import_file(path: Path, source: str, flag: str):
+    """The module of the file ``path``, imported once under its own name.
+
+    The file's folder goes first on ``sys.path`` and the file is imported by
+    its module name, as ``python file.py``'s neighbours import each other: a
+    ``--step`` file that does ``import my_model`` and a ``--model my_model.py``
+    then share one module, so the user's classes (and their isinstance
+    checks) are the same objects. A name taken by another file falls back to
+    a private name, registered in ``sys.modules`` so it is loaded only once.
+    """
+    path = path.resolve()
+    folder, name = str(path.parent), path.stem
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    existing = sys.modules.get(name)
+    same = existing is not None and getattr(existing, "__file__", None) \
+        and Path(existing.__file__).resolve() == path
+    if same:
+        return existing
+    if existing is not None or not name.isidentifier():
+        name = f"_dfbst_verify_{abs(hash(str(path)))}"
+        if name in sys.modules:
+            return sys.modules[name]
+    spec_obj = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec_obj)
+    sys.modules[name] = module          # before running it: the file may import itself
+    try:
+        spec_obj.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise UserInputError(f"{flag}: importing {source} raised {type(e).__name__}: "
+                             f"{e}{_where(e)}") from e
+    return module
+
+
 def load_factory(spec: str, flag: str) -> Callable:
     """The callable named by ``MODULE_OR_FILE:FACTORY``; UserInputError naming ``flag`` otherwise."""
     source, sep, attr = spec.rpartition(":")
@@ -47,20 +82,7 @@ def load_factory(spec: str, flag: str) -> Callable:
         path = Path(source)
         if not path.is_file():
             raise UserInputError(f"{flag}: no such file {source!r}")
-        mod_name = f"_dfbst_verify_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            spec_obj = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(spec_obj)
-            folder = str(path.resolve().parent)
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            try:
-                spec_obj.loader.exec_module(module)
-            except Exception as e:
-                raise UserInputError(f"{flag}: importing {source} raised {type(e).__name__}: "
-                                     f"{e}{_where(e)}") from e
-            sys.modules[mod_name] = module
+        module = _import_file(path, source, flag)
     else:
         if "" not in sys.path and "." not in sys.path:
             sys.path.insert(0, "")
@@ -176,26 +198,85 @@ def sample_batches(n_batches: int, batch_size: int, shape) -> list:
             for k in range(n_batches)]
 
 
+#: The images verify may hold at once (float64): 512 MiB.
+MAX_INPUT_BYTES = 512 * 2 ** 20
+
+
+def _number(value, flag: str, positive: bool = False):
+    """``value`` if finite and >= 0 (> 0 if ``positive``); UserInputError naming ``flag``."""
+    if value is None:
+        return None
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UserInputError(f"{flag} expects a finite number {'> 0' if positive else '>= 0'}, "
+                             f"got {value!r}")
+    return value
+
+
+def parse_input_shape(text: str, batch_size: int, n_batches: int):
+    """``"C,H,W"`` -> (C, H, W), checked against what the batches would weigh."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError
+    except ValueError:
+        raise UserInputError(f"--input-shape expects C,H,W (three integers >= 1), got {text!r}") from None
+    size = 8 * batch_size * n_batches * int(np.prod(shape, dtype=object))
+    if size > MAX_INPUT_BYTES:
+        raise UserInputError(f"--input-shape {text} with --batch-size {batch_size} x {n_batches} "
+                             f"steps needs {size / 2 ** 20:.0f} MiB of float64 images; at most "
+                             f"{MAX_INPUT_BYTES // 2 ** 20} MiB")
+    return shape
+
+
+def parse_name_map(text):
+    """``"net.0=fc1,net="`` (or a .json file of the same mapping) -> dict; None for None."""
+    if text is None:
+        return None
+    if text.endswith(".json"):
+        import json
+        path = Path(text)
+        if not path.is_file():
+            raise UserInputError(f"--name-map: no such file {text!r}")
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"--name-map {text}: not a JSON object ({e})") from None
+        if not (isinstance(mapping, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in mapping.items())):
+            raise UserInputError(f"--name-map {text}: expected a JSON object of names to names")
+        return mapping
+    mapping = {}
+    for item in text.split(","):
+        yours, sep, ours = item.partition("=")
+        if not sep or not yours.strip():
+            raise UserInputError(f"--name-map expects YOURS=OURS,... (OURS may be empty to strip a "
+                                 f"prefix), got {item!r}")
+        mapping[yours.strip()] = ours.strip()
+    return mapping
+
+
 def run_cli(args) -> int:
     """The ``verify`` command; returns the exit status."""
     from .verifier import VerifyError, default_settings, verify
 
     try:
-        shape = tuple(int(v) for v in args.input_shape.split(","))
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError
-    except ValueError:
-        print(f"error: --input-shape expects C,H,W, got {args.input_shape!r}", file=sys.stderr)
-        return 2
-    clip = args.clip_norm
-    if clip is not None:
-        try:
-            clip = None if clip.lower() == "none" else float(clip)
-        except ValueError:
-            print(f"error: --clip-norm expects a number or 'none', got {clip!r}", file=sys.stderr)
-            return 2
-    try:
+        if args.batch_size < 1:
+            raise UserInputError(f"--batch-size expects an integer >= 1, got {args.batch_size}")
+        rtol = _number(args.rtol, "--rtol")
+        atol = _number(args.atol, "--atol")
+        for key in ("lr", "momentum", "weight_decay", "alpha", "beta"):
+            _number(getattr(args, key), "--" + key.replace("_", "-"))
+        clip = args.clip_norm
+        if clip is not None:
+            try:
+                clip = None if clip.lower() == "none" else float(clip)
+            except ValueError:
+                raise UserInputError(f"--clip-norm expects a number or 'none', got {clip!r}") from None
+            _number(clip, "--clip-norm", positive=True)
         schedule = parse_schedule(args.schedule)
+        shape = parse_input_shape(args.input_shape, args.batch_size, len(schedule))
+        name_map = parse_name_map(getattr(args, "name_map", None))
+        f32 = {"auto": None, "on": True, "off": False}[getattr(args, "float32_masks", "auto")]
         batches = sample_batches(len(schedule), args.batch_size, shape)
         model = make_model(args.model, args.checkpoint)
         step, end_epoch = make_step(args.step, model)
@@ -207,9 +288,12 @@ def run_cli(args) -> int:
             settings["clip_norm"] = clip
         report = verify(model, step, batches, method=args.method, settings=settings,
                         schedule=schedule, stress=args.stress, end_epoch=end_epoch,
-                        rtol=args.rtol, atol=args.atol)
+                        rtol=rtol, atol=atol, name_map=name_map, float32_masks=f32,
+                        audience="cli")
     except (UserInputError, VerifyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(report)
+    print(report if getattr(args, "table", False) else report.headline())
+    if not getattr(args, "table", False):
+        print(f"({len(report.rows)} comparisons; --table prints them all)")
     return 0 if report.ok else 1

@@ -32,8 +32,10 @@ from dfbst_np.reference.verifier import (DEFAULT_SCHEDULE, StepError, VerifyErro
 
 SHAPES = {"lenet300_100": (1, 28, 28), "lenet_5": (1, 28, 28),
           "vgg16": (3, 32, 32), "resnet18": (3, 16, 16)}
-ALL_BRANCHES = {"epoch 1", "epoch 2", "t < 0", "reset", "D dropped entries", "beta term on",
-                "beta term off", "clipping active"}
+ALL_BRANCHES = {"epoch 1", "epoch 2", "state carried between steps", "t < 0", "reset",
+                "density 1-5 %", "D dropped entries", "u < 0", "beta term on", "beta term off",
+                "beta off after on", "clipping active"} | {
+    f"h({v}) {r}" for v in "tu" for r in ("|x| <= 0.4", "0.4 < |x| <= 1", "|x| > 1")}
 
 
 def user_code(name, trainer_cls=ReferenceTrainer, seed=0):
@@ -65,12 +67,12 @@ def run(name="lenet300_100", stress=True, trainer_cls=ReferenceTrainer, schedule
 @pytest.mark.parametrize("stress", [False, True])
 def test_reference_verifies_ok(name, stress):
     big = name in ("vgg16", "resnet18")
-    schedule = ([(1, 0), (2, 1)] if stress else [(1, 1)]) if big else DEFAULT_SCHEDULE
+    schedule = ([(1, 0), (2, 1), (3, 0)] if stress else [(1, 1)]) if big else DEFAULT_SCHEDULE
     report = run(name, stress=stress, schedule=schedule)
     assert report.ok, str(report)[:3000]
     assert report.first is None
     stages = {r.stage for r in report.rows}
-    assert stages == {"forward", "grad", "mask", "used_grad", "update"}
+    assert stages == {"forward", "grad", "mask", "used_grad", "update"} | ({"start"} if stress or not big else set())
     names = {r.quantity for r in report.rows}
     assert {"logits", "loss"} <= names
     assert any(q.endswith(".dmask") for q in names) and any(q.endswith(".momentum_buffer") for q in names)
@@ -255,21 +257,30 @@ class Wrapped(nn.Module):
         return self.net(x)
 
 
-def test_name_map_makes_other_names_verifiable():
+def test_other_names_verify_without_and_with_a_name_map():
+    # the twin is built from the model's own modules: its names are the model's
     model, step, end_epoch = user_code("lenet300_100")
     wrapped = Wrapped(model)
-    with pytest.raises(VerifyError, match=r"missing in your model: fc1\.weight.*extra in your model: "
-                                          r"net\.fc1\.weight"):
-        verify(wrapped, step, batches("lenet300_100"))
-    report = verify(wrapped, step, batches("lenet300_100"), name_map={"net": ""},
+    report = verify(wrapped, step, batches("lenet300_100"), schedule=[(1, 0), (1, 1)],
+                    end_epoch=end_epoch)
+    assert report.ok and any(r.quantity == "net.fc1.dmask" for r in report.rows)
+    assert "built from your model's modules" in report.summary
+    # a name map that renames parameters takes the built-in twin of those names
+    model, step, end_epoch = user_code("lenet300_100")
+    report = verify(Wrapped(model), step, batches("lenet300_100"), name_map={"net": ""},
                     schedule=[(1, 0), (1, 1)], end_epoch=end_epoch)
     assert report.ok and any(r.quantity == "fc1.dmask" for r in report.rows)
+    assert "dfbst_np's lenet300_100" in report.summary
+    # a name map that leaves names the built-in twins do not have is refused, naming them
+    with pytest.raises(VerifyError, match=r"missing in your model: fc1\.weight.*extra in your model: "
+                                          r"x\.fc1\.weight"):
+        verify(Wrapped(model), step, batches("lenet300_100"), name_map={"net": "x"})
 
 
 def test_extra_parameter_is_named():
     model, step, _ = user_code("lenet300_100")
     model.fc2.scale = nn.Parameter(torch.ones(3, dtype=torch.float64))
-    with pytest.raises(VerifyError, match=r"extra in your model: fc2\.scale"):
+    with pytest.raises(VerifyError, match=r"fc2 looks like a masked layer .* also has parameters \['scale'\]"):
         verify(model, step, batches("lenet300_100"))
 
 

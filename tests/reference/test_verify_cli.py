@@ -71,10 +71,14 @@ def args(path, step="make_step", *extra):
             "--schedule", "1:0,1:1", "--batch-size", "4", *extra]
 
 
-def test_correct_code_exits_0(user_file, capsys):
+def test_correct_code_exits_0_with_the_headline_and_table_on_request(user_file, capsys):
     assert main(args(user_file)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("verify: OK") and "fc1.dmask" in out and "coverage:" in out
+    assert out.startswith("verify: OK") and "coverage:" in out
+    assert "fc1.dmask" not in out and "--table prints them all" in out and len(out.splitlines()) < 12
+    assert main(args(user_file, "make_step", "--table")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verify: OK") and "fc1.dmask" in out and len(out.splitlines()) > 40
 
 
 def test_planted_bug_exits_1_and_names_it(user_file, capsys):
@@ -147,3 +151,142 @@ def test_as_a_user_runs_it(user_file):
                           cwd=user_file.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "stage update" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--rtol", "nan"], "--rtol expects a finite number >= 0, got nan"),
+    (["--rtol", "-1"], "--rtol expects a finite number >= 0, got -1.0"),
+    (["--atol", "nan"], "--atol expects a finite number >= 0, got nan"),
+    (["--atol", "inf"], "--atol expects a finite number >= 0, got inf"),
+    (["--beta", "-5"], "--beta expects a finite number >= 0, got -5.0"),
+    (["--lr", "inf"], "--lr expects a finite number >= 0, got inf"),
+    (["--clip-norm", "0"], "--clip-norm expects a finite number > 0, got 0.0"),
+    (["--batch-size", "-1"], "--batch-size expects an integer >= 1, got -1"),
+    (["--input-shape", "3,100000,100000"], "--input-shape 3,100000,100000 with --batch-size 4"),
+    (["--input-shape", "3,x,2"], "--input-shape expects C,H,W"),
+    (["--name-map", "fc1"], "--name-map expects YOURS=OURS"),
+])
+def test_numeric_flags_are_validated_with_one_line(user_file, capsys, extra, message):
+    # README's planted bug: a bad tolerance must never turn it into an OK
+    assert main(args(user_file, "make_buggy_step", "--stress", *extra)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: " + message), captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and captured.out == ""
+
+
+MODEL_FILE = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+
+    class Masked(nn.Module):
+        """A researcher's masked linear layer (float32 masks, not exposed)."""
+
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(n_out, n_in) * 0.1)
+            self.bias = nn.Parameter(torch.zeros(n_out))
+            self.threshold = nn.Parameter(torch.zeros(n_out))
+            self.dthreshold = nn.Parameter(torch.zeros(n_out))
+
+        def forward(self, x):
+            return x @ (self.weight * (self.weight.abs() > self.threshold.abs()[:, None]).float()).T
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), Masked(784, 10))
+
+        def forward(self, x):
+            return self.body(x)
+
+
+    def make_model():
+        torch.manual_seed(0)
+        return Net()
+''')
+
+STEP_FILE = textwrap.dedent('''
+    import torch
+    import my_model
+
+
+    def make_step(model):
+        # a user's isinstance check: it fails when my_model.py is loaded twice
+        layers = [m for m in model.modules() if isinstance(m, my_model.Masked)]
+        assert layers, "my_model.Masked is another class: the file was loaded twice"
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(m, x, y, epoch, index):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+''')
+
+
+def test_a_file_imported_by_the_step_file_is_loaded_once(tmp_path, capsys):
+    (tmp_path / "my_model.py").write_text(MODEL_FILE)
+    (tmp_path / "my_step.py").write_text(STEP_FILE)
+    argv = ["verify", "--model", f"{tmp_path / 'my_model.py'}:make_model",
+            "--step", f"{tmp_path / 'my_step.py'}:make_step", "--schedule", "1:0", "--batch-size", "2"]
+    try:
+        code = main(argv)
+        captured = capsys.readouterr()
+        # the step itself is not DFBST: the verdict is a divergence (1), not a refusal (2)
+        assert code == 1, captured.err
+        assert "loaded twice" not in captured.err
+        # the masks' float32 dtype was read from the forward, and the header says so
+        assert "float32 masks, as your forward makes them" in captured.out
+        # CLI messages name flags, never Python arguments
+        for python_name in ("name_map=", "np_model=", "stress=True", "float32_masks="):
+            assert python_name not in captured.out + captured.err
+        assert main(argv + ["--float32-masks", "off"]) == 1
+        assert "float64 masks, as passed" in capsys.readouterr().out
+    finally:
+        for name in ("my_model", "my_step"):
+            sys.modules.pop(name, None)
+        while str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
+
+
+def test_name_map_flag(tmp_path, capsys):
+    wrapped = textwrap.dedent('''
+        import torch
+        import torch.nn as nn
+        from dfbst_np.reference import ReferenceTrainer, build
+
+
+        class Wrapped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                torch.manual_seed(0)
+                self.net = build("lenet300_100", method="dfbst", dtype=torch.float64)
+
+            def forward(self, x):
+                return self.net(x)
+
+
+        def make_model():
+            return Wrapped()
+
+
+        def make_step(model):
+            trainer = ReferenceTrainer(model)
+            return lambda m, x, y, epoch, index: trainer.step(x, y, epoch, index)
+    ''')
+    path = tmp_path / "wrapped_user.py"
+    path.write_text(wrapped)
+    base = ["verify", "--model", f"{path}:make_model", "--step", f"{path}:make_step",
+            "--schedule", "1:0", "--batch-size", "2"]
+    assert main(base + ["--name-map", "net="]) == 0
+    assert "dfbst_np's lenet300_100" in capsys.readouterr().out
+    (tmp_path / "map.json").write_text('{"net": ""}')
+    assert main(base + ["--name-map", str(tmp_path / "map.json")]) == 0
+    assert main(base + ["--name-map", "net=x"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --name-map x=" in err and "name_map=" not in err and len(err.splitlines()) == 1
+    sys.modules.pop("wrapped_user", None)
