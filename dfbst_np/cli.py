@@ -301,11 +301,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows defaults; its subcommands' parsers are Parsers too."""
+    """An ArgumentParser whose help shows defaults and whose usage errors are one line; its
+    subcommands' parsers are Parsers too."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        """A usage mistake in one line, as every other mistake (argparse's own adds the usage)."""
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 class _Epochs(argparse.Action):

@@ -117,7 +117,7 @@ class RunConfig:
             if is_disk_error(e):
                 raise storage_error(e, f"read {path}") from None
             raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:         # not UTF-8, not JSON, or a number of 4300+ digits
             raise ConfigError(f"{path}: not a valid config.json ({e})") from None
         except RecursionError:
             raise ConfigError(f"{path}: not a valid config.json (nested too deeply)") from None
