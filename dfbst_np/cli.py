@@ -83,7 +83,7 @@ def _is_sample(dataset: str) -> bool:
 
 def train_config(args):
     """The RunConfig of a new run from ``train``'s arguments (the rules of ``train --help``)."""
-    from .train.config import default_config
+    from .train.config import METHOD_OPTIONS, default_config
     cfg = default_config(args.model, args.method, dataset=args.dataset, epochs=args.epochs,
                          milestones=args.milestones,
                          batch_size=args.batch_size, lr=args.lr, alpha=args.alpha,
@@ -92,7 +92,8 @@ def train_config(args):
                          kernel_path=args.kernel_path, weight_grad=args.weight_grad,
                          textbook=args.textbook or None,
                          data_root=args.data_root, threads=args.threads,
-                         download=args.download or None, backend=args.backend, device=args.device)
+                         download=args.download or None, backend=args.backend, device=args.device,
+                         **{k: getattr(args, k) for k in METHOD_OPTIONS})
     if _is_sample(cfg.dataset):     # the sample's schedule, for every model and method
         cfg.epochs = SAMPLE_EPOCHS if args.epochs is None else args.epochs
         if args.milestones is None:
@@ -214,7 +215,17 @@ def settings_line(cfg, out, threads: int, resumed_at=None) -> str:
             f"batch {cfg.batch_size}, momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}, "
             f"alpha {cfg.alpha:g}, beta {cfg.beta:g}, clip {clip}, seed {cfg.seed}, {cfg.dtype}\n"
             f"  BLAS threads {threads}, weight grad {cfg.weight_grad}, "
-            f"kernel path {cfg.kernel_path or 'auto'}, run folder {out}")
+            f"kernel path {cfg.kernel_path or 'auto'}, run folder {out}" + _options_line(cfg))
+
+
+def _options_line(cfg) -> str:
+    """The method's options (its defaults, then what the run sets), for methods that have any."""
+    from .methods import get
+    impl = get(cfg.method).fast
+    if not getattr(impl, "OPTIONS", None):
+        return ""
+    options = dict(impl.options, **cfg.method_options())
+    return f"\n  {cfg.method}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in options.items())
 
 
 def _print_summary(run, rows, seconds: float) -> None:
@@ -253,6 +264,8 @@ def _check_grads(args) -> int:
         raise ConfigError(f"--tol must be a finite number > 0, got {args.tol}")
     require_torch("check-grads")
     from .reference.compare import check_model
+    from .reference.backend import check_method
+    check_method(args.method, "check-grads compares with it, so it cannot check this method")
     ok = check_model(args.model, args.method, batch_size=args.batch_size, seed=args.seed,
                      tol=args.tol)
     return 0 if ok else 1
@@ -261,6 +274,8 @@ def _check_grads(args) -> int:
 def _verify(args) -> int:
     require_torch("verify")
     from .reference.verify_cli import run_cli
+    from .reference.backend import check_method
+    check_method(args.method, "verify compares your code with it, so it cannot verify this method")
     return run_cli(args)
 
 
@@ -286,11 +301,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows defaults; its subcommands' parsers are Parsers too."""
+    """An ArgumentParser whose help shows defaults and whose usage errors are one line; its
+    subcommands' parsers are Parsers too."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        """A usage mistake in one line, as every other mistake (argparse's own adds the usage)."""
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 class _Epochs(argparse.Action):
@@ -343,7 +363,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=MODELS, default="lenet300_100", help="network to train")
     t.add_argument("--method", choices=METHODS, default="dfbst",
                    help="dense: no masks; dst: forward mask M only (DST); dfbst: forward mask M "
-                        "and backward mask D (the paper)")
+                        "and backward mask D (the paper); gmp, set, rigl: the comparison methods "
+                        "(gradual magnitude pruning, SET, RigL) at --density")
     t.add_argument("--dataset", help="sample, mnist, fashion_mnist, kmnist, cifar10, cifar100 "
                                      "(default: sample for the LeNets, cifar10 for vgg16, "
                                      "cifar100 for resnet18)")
@@ -378,6 +399,29 @@ def parser() -> argparse.ArgumentParser:
                    help="run every step through dfbst_np.textbook with dense products: "
                         "the same numbers as the default fast path, slower (exact weight "
                         "gradient only; default: off, the fast path)")
+    m = t.add_argument_group("options of gmp, set and rigl (SPEC section 8; defaults: the papers')")
+    m.add_argument("--density", type=float,
+                   help="overall forward density of the masked weights (gmp reaches it at "
+                        "--update-end) (default: 0.1)")
+    m.add_argument("--distribution", choices=("erk", "uniform"),
+                   help="how --density is spread over layers: erk, Erdos-Renyi-kernel (layer l "
+                        "keeps eps * sum(shape) / prod(shape), small layers denser, RigL's), or "
+                        "uniform (every layer --density) (default: erk)")
+    m.add_argument("--zeta", type=float,
+                   help="set: fraction of each layer's active weights dropped (closest to 0) and "
+                        "regrown at random after every epoch (default: 0.3, Mocanu et al.)")
+    m.add_argument("--drop-fraction", type=float,
+                   help="rigl: alpha, the fraction of active weights dropped and regrown at the "
+                        "first update, cosine-annealed to 0 at --update-end (default: 0.3, Evci "
+                        "et al.)")
+    m.add_argument("--update-interval", type=int, metavar="STEPS",
+                   help="gmp and rigl: steps between topology updates, Delta T (default: 100)")
+    m.add_argument("--prune-start", type=float, metavar="FRACTION",
+                   help="gmp: fraction of the run's steps where pruning starts (default: 0.1, "
+                        "Zhu and Gupta's t0)")
+    m.add_argument("--update-end", type=float, metavar="FRACTION",
+                   help="fraction of the run's steps where gmp reaches --density (default: 0.6) "
+                        "and after which rigl's mask stays fixed (default: 0.75)")
     t.add_argument("--data-root", help="data folder (default: $DFBST_DATA or ~/.cache/dfbst_np)")
     t.add_argument("--download", action="store_true",
                    help="fetch missing data from the mirrors, checked against the published "

@@ -281,11 +281,11 @@ def random_mask(shape: Sequence[int], density: float, rng: np.random.Generator,
 
 
 def magnitude_mask(W: np.ndarray, density: float) -> np.ndarray:
-    r"""The mask keeping the :math:`k = \operatorname{round}(\text{density} \cdot n)` entries of largest |W|.
+    r"""The mask keeping the :math:`k = \operatorname{round}(\text{density} \cdot n)` entries of largest ``|W|``.
 
     .. math:: M_{ij} = 1 \iff |W_{ij}| \text{ is among the } k \text{ largest}
 
-    Entries are taken by decreasing |W|; among equal |W| the lower flat index
+    Entries are taken by decreasing ``|W|``; among equal ``|W|`` the lower flat index
     is kept first. M has W's shape and dtype.
     """
     k = round(density * W.size)
@@ -328,7 +328,7 @@ def cosine_fraction(step: float, alpha: float, end: float) -> float:
 
 
 def _drop_smallest(W: np.ndarray, M: np.ndarray, fraction: float) -> Tuple[np.ndarray, int]:
-    r"""M with its :math:`k = \lfloor f \cdot \operatorname{nnz}(M) \rfloor` active entries of smallest |W| removed.
+    r"""M with its :math:`k = \lfloor f \cdot \operatorname{nnz}(M) \rfloor` active entries of smallest ``|W|`` removed.
 
     Returns the mask after the drop and k.
     """
@@ -363,7 +363,7 @@ def set_update(W: np.ndarray, M: np.ndarray, zeta: float, rng: np.random.Generat
     r"""One SET topology update (Mocanu et al. 2018). Inputs are not modified.
 
     1. drop: the :math:`k = \lfloor \zeta \cdot \operatorname{nnz}(M) \rfloor`
-       active weights closest to 0 (smallest |W|);
+       active weights closest to 0 (smallest ``|W|``);
     2. grow: k positions drawn at random, ``rng.choice(inactive, k,
        replace=False)``, among those inactive after the drop (``inactive`` in
        increasing flat index);
@@ -387,8 +387,8 @@ def rigl_update(W: np.ndarray, M: np.ndarray, grad: np.ndarray,
     r"""One RigL topology update (Evci et al. 2020). Inputs are not modified.
 
     1. drop: the :math:`k = \lfloor f \cdot \operatorname{nnz}(M) \rfloor`
-       active weights of smallest |W|;
-    2. grow: the k positions of largest |grad| among those inactive after
+       active weights of smallest ``|W|``;
+    2. grow: the k positions of largest ``|grad|`` among those inactive after
        the drop (grad is the dense gradient of the loss in W_hat, this step's);
     3. grown positions that were inactive before the update start at 0; a
        position dropped and grown back keeps its weight.

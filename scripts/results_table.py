@@ -23,6 +23,9 @@ def main(dirs):
         wg = cfg.get("weight_grad") or "exact"
         extra = f" --weight-grad {wg}" if wg != "exact" else ""
         method = cfg["method"] + (f" ({wg} dW)" if extra else "")
+        if cfg.get("density") is not None:          # gmp, set, rigl: their target density
+            extra += f" --density {cfg['density']:g}"
+            method += f" at {cfg['density']:g}"
         cmd = (f"`python -m dfbst_np train --model {cfg['model']} --method {cfg['method']} "
                f"--dataset {cfg['dataset']} --epochs {cfg['epochs']} --seed {cfg['seed']}{extra}`")
         print(f"| {cfg['model']} | {method} | {int(last['epoch'])} | {last['test_acc']:.4f} | "

@@ -69,8 +69,9 @@ def implementation(method: Union[str, Method, Implementation], kind: str = "fast
 
 
 def _register_builtin() -> None:
-    from . import dense, dfbst, dst
-    for module in (dense, dst, dfbst):
+    from . import dense, dfbst, dst, gmp, rigl
+    from . import set as set_
+    for module in (dense, dst, dfbst, gmp, set_, rigl):
         register(module.METHOD)
 
 

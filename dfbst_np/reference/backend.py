@@ -33,7 +33,7 @@ from ..train.backend import Backend, BackendUnavailable, overall_densities
 from ..train.checkpoint import strip_prefix, with_prefix
 from ..train.trainer import StepStats
 from .convert import to_numpy_state_dict, to_torch_state_dict
-from .layers import masked_layers
+from .layers import METHODS, masked_layers
 from .models import build
 from .trainer import ReferenceTrainer
 
@@ -50,6 +50,13 @@ def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable("--device cuda: PyTorch sees no CUDA GPU on this machine "
                                  "(torch.cuda.is_available() is False); use --device cpu")
+
+
+def check_method(method: str, consequence: str = "--backend torch cannot run it; use --backend numpy") -> None:
+    """Fail with one line when the reference has no PyTorch twin of ``method``."""
+    if method not in METHODS:
+        raise BackendUnavailable(f"--method {method} has no PyTorch twin in dfbst_np.reference "
+                                 f"(it has {', '.join(METHODS)}): {consequence}")
 
 
 def set_threads(n: int) -> int:

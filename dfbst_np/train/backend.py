@@ -11,6 +11,8 @@ only this interface of it:
 * ``state() -> {key: array}`` in the checkpoint's format (``model/``,
   ``optim/``, ``sched/``, ``mask/``, ``dmask/``), ``load_state(arrays)`` and
   ``optional_state()`` (templates of the entries a checkpoint may lack);
+  a backend module may offer ``check_method(method)``, which refuses a
+  method it has no twin of;
 * ``model``: the backend's own model object.
 
 ``numpy`` is :class:`NumpyBackend` below. Other backends register
@@ -29,6 +31,7 @@ from typing import Dict
 
 import numpy as np
 
+from .. import methods
 from ..backend_registry import backend_names, load_backend
 from ..models import build
 from ..sparse.masked import masked_layers
@@ -46,9 +49,13 @@ class BackendUnavailable(ConfigError):
 
 def build_model(cfg: RunConfig, num_classes: int):
     """The NumPy model of ``cfg``, its weights drawn from ``default_rng(cfg.seed)``."""
-    return build(cfg.model, method=cfg.method, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
+    impl = methods.implementation(cfg.method, "textbook" if cfg.textbook else "fast")
+    options = cfg.method_options()
+    if options:                # a method's options (gmp, set, rigl): a configured copy
+        impl = impl.configured(**options)
+    return build(cfg.model, method=impl, num_classes=num_classes, dtype=np.dtype(cfg.dtype),
                  rng=np.random.default_rng(cfg.seed), kernel_path=cfg.kernel_path,
-                 weight_grad=cfg.weight_grad, textbook=cfg.textbook)
+                 weight_grad=cfg.weight_grad)
 
 
 def build_trainer(cfg: RunConfig, model, steps_per_epoch=None) -> Trainer:
@@ -182,6 +189,9 @@ def check_backend(cfg: RunConfig) -> None:
                                  f"approximation; --backend {cfg.backend} computes the exact step")
     backend = load_backend(cfg.backend)
     backend.check_device(cfg.device)
+    check_method = getattr(backend, "check_method", None)    # a backend may lack some methods
+    if check_method is not None:
+        check_method(cfg.method)
     return backend
 
 

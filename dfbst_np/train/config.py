@@ -38,7 +38,10 @@ MAX_COUNT = 2 ** 31 - 1          # batch sizes, image limits
 MAX_SEED = 2 ** 32 - 1           # every generator in use (NumPy's, torch.manual_seed) takes it
 MAX_THREADS = 1024
 # Settings older versions did not record, and the one value every run of theirs had.
-ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu"}
+ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu",
+               # the method options (gmp, set, rigl): a run from before them had none
+               "density": None, "distribution": None, "zeta": None, "drop_fraction": None,
+               "update_interval": None, "prune_start": None, "update_end": None}
 
 
 def image_shape(dataset: str) -> Tuple[int, int, int]:
@@ -75,6 +78,19 @@ class RunConfig:
     threads: Optional[int] = None         # BLAS threads the run was trained with (None: unknown)
     backend: str = "numpy"                # numpy, or torch (the PyTorch reference step)
     device: str = "cpu"                   # cpu, or cuda (torch backend only)
+    # Options of the methods that have them (gmp, set, rigl; SPEC section 8),
+    # None: the method's default. A method refuses an option it does not take.
+    density: Optional[float] = None       # overall forward density of the masked weights
+    distribution: Optional[str] = None    # erk or uniform: how density is spread over layers
+    zeta: Optional[float] = None          # set: fraction dropped and regrown after every epoch
+    drop_fraction: Optional[float] = None  # rigl: alpha, the first update's fraction
+    update_interval: Optional[int] = None  # gmp, rigl: steps between topology updates
+    prune_start: Optional[float] = None   # gmp: fraction of the run where pruning starts
+    update_end: Optional[float] = None    # gmp: target reached; rigl: mask fixed from here
+
+    def method_options(self) -> dict:
+        """The method options this run sets (the others take the method's defaults)."""
+        return {k: getattr(self, k) for k in METHOD_OPTIONS if getattr(self, k) is not None}
 
     def to_json(self) -> str:
         """config.json's text."""
@@ -101,7 +117,7 @@ class RunConfig:
             if is_disk_error(e):
                 raise storage_error(e, f"read {path}") from None
             raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:         # not UTF-8, not JSON, or a number of 4300+ digits
             raise ConfigError(f"{path}: not a valid config.json ({e})") from None
         except RecursionError:
             raise ConfigError(f"{path}: not a valid config.json (nested too deeply)") from None
@@ -157,6 +173,7 @@ class RunConfig:
             raise ConfigError(f"{where}{names.get('weight_grad', 'weight_grad')} {self.weight_grad!r} "
                               f"is not available for method {self.method!r} (it accepts "
                               f"{list(accepted)})")
+        self._validate_method_options(where, names)
         if self.textbook and self.weight_grad == "predicted":
             raise ConfigError(f"{where}{names.get('textbook', 'textbook')} runs the exact rule; "
                               f"{names.get('weight_grad', 'weight_grad')} 'predicted' has no textbook form")
@@ -172,6 +189,27 @@ class RunConfig:
                               f"{names.get('dataset', 'dataset')} {self.dataset} holds "
                               f"{_shape(shape)} ones; use a dataset of {', '.join(fits)}")
         return self
+
+    def _validate_method_options(self, where: str, names: Mapping[str, str]) -> None:
+        """Each option set is one the method takes, with a valid value (the method's rules)."""
+        given = self.method_options()
+        impl = methods.get(self.method).fast
+        takes = getattr(impl, "OPTIONS", {})
+        for key in given:
+            if key not in takes:
+                known = ", ".join(names.get(k, k) for k in takes) if takes else "none"
+                raise ConfigError(f"{where}{names.get(key, key)} is not an option of method "
+                                  f"{self.method!r} (its options: {known})")
+        if given:
+            try:
+                type(impl).check_options(dict(impl.options, **given), names=names)
+            except ValueError as e:
+                raise ConfigError(f"{where}{e}") from None
+
+
+#: RunConfig fields that are options of a method (see RunConfig.method_options).
+METHOD_OPTIONS = ("density", "distribution", "zeta", "drop_fraction", "update_interval",
+                  "prune_start", "update_end")
 
 
 def _shape(shape) -> str:

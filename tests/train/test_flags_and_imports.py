@@ -28,6 +28,19 @@ def test_numeric_flags_are_bounded_up_front(flags, named, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, named", [
+    (["train", "--epochs", "1e3"], "--epochs"), (["train", "--milestones", "0"], "--milestones"),
+    (["train", "--model", "vgg19"], "--model"), (["train", "--colour", "red"], "--colour"),
+    (["check-grads", "--seed", "x"], "--seed"), (["bench", "--threads", "two"], "--threads"),
+    (["plot"], "RUN_DIR"), (["frobnicate"], "frobnicate"),
+])
+def test_usage_mistakes_are_one_line(args, named, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    one_error_line(capsys.readouterr().err, named, "--help")
+
+
 def test_a_resume_with_unbounded_flags_changes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--out", str(out), *SMALL]) == 0

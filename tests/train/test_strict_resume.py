@@ -155,6 +155,12 @@ def test_deeply_nested_config_json_is_one_line(run_dir, capsys):
     assert main(["plot", str(run_dir)]) == 0
 
 
+def test_a_number_too_long_to_read_in_config_json_is_one_line(run_dir, capsys):
+    path = run_dir / "config.json"
+    path.write_text(path.read_text().replace('"seed": 3', '"seed": ' + "9" * 5000))
+    refused(run_dir, capsys, "config.json", "not a valid config.json", "digits", args=())
+
+
 def test_a_config_json_folder_or_checkpoint_folder_is_one_line(run_dir, capsys):
     ck = run_dir / "checkpoint.npz"
     ck.unlink()
