@@ -91,11 +91,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_args(args) -> None:
     """Refuse bad values, and an --out that cannot hold the results, before any variant runs."""
     from ..errors import ConfigError
-    for flag in ("threads", "batches", "rounds", "steps"):
+    from ..train.config import MAX_COUNT, MAX_THREADS
+    # The upper bounds are train's: a huge value fails here in one line, not
+    # as an OverflowError inside threadpoolctl or NumPy.
+    for flag, top in (("threads", MAX_THREADS), ("batches", MAX_COUNT), ("rounds", MAX_COUNT),
+                      ("steps", MAX_COUNT)):
         values = getattr(args, flag)
         for v in ([] if values is None else values if isinstance(values, list) else [values]):
-            if v < 1:
-                raise ConfigError(f"--{flag} must be positive integers, got {v}")
+            if not 1 <= v <= top:
+                raise ConfigError(f"--{flag} must be integers from 1 to {top}, got {v}")
     for flag in ("densities", "unpinned_densities"):
         for d in getattr(args, flag) or ():
             if not 0 < d <= 1:

@@ -93,6 +93,16 @@ def test_bench_help_says_how_to_skip_the_unpinned_rows():
     assert parser().parse_args(["bench", "--unpinned-densities"]).unpinned_densities == []
 
 
+@pytest.mark.parametrize("args", [["--threads", "99999999999999999999999"], ["--threads", "0"],
+                                  ["--batches", "64", "99999999999999999999999"],
+                                  ["--rounds", "99999999999999999999999"], ["--steps", "-1"]])
+def test_bench_numeric_flags_are_bounded_up_front(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--no-torch", "--out", "b", *args]) == 2
+    one_error_line(capsys.readouterr().err, args[0], "must be integers from 1 to")
+    assert list(tmp_path.iterdir()) == []             # refused before the results folder is made
+
+
 # -- a broken PyTorch --------------------------------------------------------------------------
 
 class _Broken:
