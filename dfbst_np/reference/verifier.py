@@ -48,7 +48,10 @@ did.
 Tolerance: the run is in float64; an entry agrees when
 |ours - theirs| <= rtol |ours| + atol (:data:`~.verdict.RTOL` = 1e-6,
 :data:`~.verdict.ATOL` = 1e-12, the floor for entries whose true value is
-0; ``floors`` overrides it per quantity); masks must be identical. The twin
+0; ``floors`` overrides it per quantity); masks must be identical. Under
+float32 masks dt and du may also differ by the rounding float32 masks allow
+in a sum that cancels (:mod:`.rounding`), in every quantity that error
+reaches within the step. The twin
 reproduces the torch model's mask dtype (float32 masks, as the authors'
 ``.float()`` makes them, switch ``float32_masks`` on), detected from the
 first step's masks.
@@ -56,21 +59,26 @@ first step's masks.
 from __future__ import annotations
 
 import traceback
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .. import models as np_models
-from ..errors import DfbstError
-from .. import textbook as tb
+from .. import methods
 from ..sparse.masked import masked_layers as np_masked_layers
-from ..train.config import default_config
 from ..train.trainer import Trainer
+from . import rounding
 from .capture import StepCapture
+from .layers import METHODS as REFERENCE_METHODS
+from .coverage import Coverage
+from .stress import STRESS_INPUT_SCALE, apply_stress, masked_layer_names
 from .twin import TraceError, TwinError, twin_from_torch
 from .verdict import ATOL, RTOL, STAGES, Divergence, VerifyReport, compare_entries, layer_of
+from .verify_inputs import (NameMap, StepError, VerifyError, check_batches, check_number,
+                            check_schedule, check_settings, default_settings, mapped, shapes_of,
+                            short_list, state_difference)
 
 __all__ = ["verify", "VerifyError", "StepError", "DEFAULT_SCHEDULE", "STRESS_INPUT_SCALE",
            "RTOL", "ATOL", "default_settings", "apply_stress"]
@@ -79,12 +87,8 @@ __all__ = ["verify", "VerifyError", "StepError", "DEFAULT_SCHEDULE", "STRESS_INP
 #: (the beta term off, then on), and epoch 3 index 0 (off right after on:
 #: u must not move, with no gradient, not even by momentum or weight decay).
 DEFAULT_SCHEDULE = ((1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0))
-#: stress=True multiplies the inputs by this, so that the gradient norm exceeds the clip norm.
-STRESS_INPUT_SCALE = 8.0
-_SETTINGS = ("lr", "momentum", "weight_decay", "alpha", "beta", "clip_norm", "milestones", "gamma")
 # the parameter that names each built-in architecture, and its number of classes
 _ARCH_KEYS = {name: m.last_weight for name, m in np_models.REGISTRY.items()}
-_MASKS = (".mask", ".dmask")
 
 #: How messages name verify's options, for each audience: the Python API's
 #: arguments, or the command line's flags (a CLI user has no ``name_map=``).
@@ -98,96 +102,6 @@ PHRASES = {
                 name_map="--name-map YOUR_NAME=DFBST_NP_NAME,...", prefix="--name-map {}=",
                 np_model="a hand-built twin (Python API only)", float64="the CLI casts it"),
 }
-
-
-class VerifyError(DfbstError, ValueError):
-    """verify could not run: its inputs are wrong (names the argument and what was expected)."""
-
-
-class StepError(VerifyError):
-    """The user's step function raised; the message says where, in their file."""
-
-
-def default_settings(method: str = "dfbst") -> Dict[str, object]:
-    """The reference settings of ``method`` (SPEC section 1; DST's own for ``dst``)."""
-    cfg = default_config(method=method)
-    return {key: getattr(cfg, key) for key in _SETTINGS}
-
-
-# -- names ------------------------------------------------------------------
-class NameMap:
-    """Torch names -> dfbst_np names: exact entries first, then the longest module prefix.
-
-    ``{"net.0": "fc1"}`` maps ``net.0.weight`` to ``fc1.weight`` and
-    ``net.0.mask`` to ``fc1.mask``; ``{"net.0.t": "fc1.threshold"}`` maps one
-    name; ``{"net.0.M": "fc1.mask"}`` reads M from the attribute ``net.0.M``.
-    """
-
-    def __init__(self, mapping: Optional[Mapping[str, str]]) -> None:
-        mapping = dict(mapping or {})
-        for k, v in mapping.items():
-            if not (isinstance(k, str) and isinstance(v, str)):
-                raise VerifyError(f"verify: name_map must map str to str, got {k!r}: {v!r}")
-        self.mapping = mapping
-        self._prefixes = sorted(mapping, key=len, reverse=True)
-
-    def __call__(self, name: str) -> str:
-        if name in self.mapping:
-            return self.mapping[name]
-        for k in self._prefixes:
-            if name.startswith(k + "."):
-                v = self.mapping[k]
-                return v + name[len(k):] if v else name[len(k) + 1:]
-        return name
-
-    def mask_paths(self, model: nn.Module) -> Dict[str, str]:
-        """{torch attribute path: dfbst_np name} of every M and D the model exposes."""
-        paths = {}
-        for mod_name, module in model.named_modules():
-            for attr in ("mask", "dmask"):
-                if hasattr(module, attr):
-                    path = f"{mod_name}.{attr}" if mod_name else attr
-                    paths[path] = self(path)
-        for k, v in self.mapping.items():
-            if v.endswith(_MASKS):
-                paths[k] = v
-        return {p: n for p, n in paths.items() if n.endswith(_MASKS)}
-
-
-def _mapped(names: NameMap, items, what: str) -> Dict[str, object]:
-    out, source = {}, {}
-    for name, value in items:
-        new = names(name)
-        if new.endswith(_MASKS):
-            continue            # a mask kept as a buffer: compared in the mask stage
-        if new in out:
-            raise VerifyError(f"verify: name_map sends both {source[new]!r} and {name!r} to {new!r}")
-        out[new], source[new] = value, name
-    return out
-
-
-def _short(names: List[str], n: int = 8) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-
-def _state_difference(ours: Mapping[str, tuple], theirs: Mapping[str, tuple]) -> str:
-    """'' when names and shapes agree, else what is missing, extra or of another shape."""
-    missing = [k for k in ours if k not in theirs]
-    extra = [k for k in theirs if k not in ours]
-    shapes = [f"{k} {theirs[k]} (expected {ours[k]})" for k in ours
-              if k in theirs and tuple(theirs[k]) != tuple(ours[k])]
-    parts = []
-    if missing:
-        parts.append(f"missing in your model: {_short(missing)}")
-    if extra:
-        parts.append(f"extra in your model: {_short(extra)}")
-    if shapes:
-        parts.append(f"other shapes: {_short(shapes)}")
-    return "; ".join(parts)
-
-
-def _shapes(state: Mapping) -> Dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def build_twin(shapes: Mapping[str, tuple], method: str, float32_masks: bool,
@@ -205,7 +119,7 @@ def build_twin(shapes: Mapping[str, tuple], method: str, float32_masks: bool,
             continue
         model = np_models.build(arch, method=method, num_classes=int(shapes[found[0]][0]),
                                 dtype=np.float64, float32_masks=float32_masks)
-        diff = _state_difference(_shapes(model.state_dict()), shapes)
+        diff = state_difference(shapes_of(model.state_dict()), shapes)
         if not diff:
             return arch, model
         prefix = found[0][:-len(key) - 1]
@@ -215,181 +129,10 @@ def build_twin(shapes: Mapping[str, tuple], method: str, float32_masks: bool,
         raise VerifyError(
             f"verify: the torch model matches no built-in architecture ({', '.join(_ARCH_KEYS)}, "
             f"method {method!r}): none of {sorted(_ARCH_KEYS.values())} is among its parameters "
-            f"({_short(list(shapes))}); pass {say['name_map']} or use {say['np_model']}")
+            f"({short_list(list(shapes))}); pass {say['name_map']} or use {say['np_model']}")
     arch, diff = closest
     raise VerifyError(f"verify: the torch model does not match dfbst_np's {arch} with method "
                       f"{method!r}: {diff}")
-
-
-# -- stress -----------------------------------------------------------------
-def masked_layer_names(names: Sequence[str]) -> List[str]:
-    """dfbst_np names of the masked layers (those with a ``threshold``), in order."""
-    return [n[:-len(".threshold")] for n in names if n.endswith(".threshold")]
-
-
-#: stress=True's layer between the reset density and 5 %: the fraction of W it keeps.
-STRESS_LOW_DENSITY = 0.03
-#: Estimator inputs x stress places in h's plateau (0.4 < |x| <= 1) and tail (|x| > 1).
-STRESS_PLATEAU, STRESS_TAIL = 0.7, 1.5
-
-
-def _rows_of(n_rows: int, *wanted: int) -> List[int]:
-    """Distinct rows for the stress's special rows (fewer when the layer is small)."""
-    return sorted({r for r in wanted if r < n_rows})
-
-
-def apply_stress(params: Mapping[str, torch.Tensor], method: str) -> Dict[str, str]:
-    r"""Move the model into every branch of SPEC (module docstring); returns what was done.
-
-    ``params`` are the torch parameters by dfbst_np name; they are changed in
-    place. Per masked layer, with x the estimator's input:
-
-    * t: x = |W| - |t| in all three regions of h: a few entries of row 0
-      are set to |W| = |t_0| + 0.7 (h's plateau) and of row 2 to
-      |t_2| + 1.5 (its tail), positive so the mask keeps them and ReLU
-      passes them; every other entry sits near t (|x| <= 0.4); t of both
-      signs (alternating by row);
-    * u: x = |Ghat| - u: u_i = 0.5 / fan_in (D drops a row's smaller half,
-      |x| <= 0.4), except row 1 at 0.7, row 3 at 1.5 and row 4 at
-      -0.5 / fan_in (u < 0: D keeps the whole row);
-    * the largest masked layer keeps 3 % of its weights (between the reset
-      density 1 % and 5 %), another has every |t_i| above the row's |W|
-      (the reset fires), the rest keep 70 % (t at the row's 30th percentile).
-    """
-    layers = masked_layer_names(list(params))
-    if not layers:
-        return {}
-    size = {n: params[f"{n}.weight"].numel() for n in layers}
-    low = max(layers, key=lambda n: size[n]) if len(layers) > 1 else None
-    reset = next((n for n in layers[1:] + layers[:1] if n != low), layers[0])
-    done = {}
-    with torch.no_grad():
-        for layer in layers:
-            W = params[f"{layer}.weight"]
-            rows = W.detach().abs().reshape(W.shape[0], -1)
-            n_out, fan_in = rows.shape
-            sign = torch.ones(n_out, dtype=W.dtype)
-            sign[1::2] = -1
-            t = params[f"{layer}.threshold"]
-            if layer == low:
-                if method == "dst":
-                    # dst masks with t itself: a negative t keeps its whole row
-                    sign = torch.ones(n_out, dtype=W.dtype)
-                    sign[-1] = -1
-                level = torch.full((n_out,), float(torch.quantile(rows.flatten()[:2 ** 24],
-                                                                  1 - STRESS_LOW_DENSITY)),
-                                   dtype=W.dtype)
-                done[layer] = f"{STRESS_LOW_DENSITY:.0%} density"
-            elif layer == reset:
-                level = torch.zeros(n_out, dtype=W.dtype)
-                done[layer] = "reset"
-            else:
-                level = rows.kthvalue(max(1, int(0.3 * fan_in)), dim=1).values
-                done[layer] = "t of both signs"
-            # a few entries in h's plateau and tail (x = |W| - |t| > 0: kept by M)
-            flat = W.view(n_out, -1)
-            n_big = max(2, fan_in // 25)
-            cols = torch.linspace(0, fan_in - 1, n_big).round().long().unique()
-            for row, x in zip(_rows_of(n_out, 0, 2), (STRESS_PLATEAU, STRESS_TAIL)):
-                flat[row, cols] = level[row] + x
-            if layer == reset:
-                rows = W.detach().abs().reshape(n_out, -1)
-                level = rows.max(dim=1).values + 0.05
-                # dfbst masks with |t|: a negative t above every |W| keeps nothing
-                t.copy_(-level if method == "dfbst" else level)
-            else:
-                t.copy_(level * sign)
-            u = params.get(f"{layer}.dthreshold")
-            if u is not None:
-                u.fill_(0.5 / fan_in)
-                for row, x in zip(_rows_of(n_out, 1, 3, 4), (STRESS_PLATEAU, STRESS_TAIL,
-                                                              -0.5 / fan_in)):
-                    u[row] = x
-    return done
-
-
-#: The regions of the estimator h's input, as coverage names them.
-REGIONS = ("|x| <= 0.4", "0.4 < |x| <= 1", "|x| > 1")
-
-
-def estimator_regions(x: np.ndarray) -> Tuple[bool, bool, bool]:
-    """Whether x has entries in each region of h: |x| <= 0.4, 0.4 < |x| <= 1, |x| > 1."""
-    a = np.abs(x)
-    return bool(np.any(a <= 0.4)), bool(np.any((a > 0.4) & (a <= 1))), bool(np.any(a > 1))
-
-
-# -- inputs -----------------------------------------------------------------
-def _check_schedule(schedule) -> List[Tuple[int, int]]:
-    out = []
-    try:
-        for epoch, index in schedule:
-            out.append((int(epoch), int(index)))
-    except (TypeError, ValueError):
-        raise VerifyError(f"verify: schedule must be a list of (epoch, index) pairs, got {schedule!r}") from None
-    if not out:
-        raise VerifyError("verify: schedule is empty")
-    for k, (e, i) in enumerate(out):
-        if e < 1 or i < 0 or (k and e < out[k - 1][0]):
-            raise VerifyError(f"verify: schedule entry {k} is {(e, i)}; epochs count from 1, "
-                              "indices from 0, and epochs never decrease")
-    return out
-
-
-def _check_batches(batches) -> List[Tuple[np.ndarray, np.ndarray]]:
-    out = []
-    try:
-        pairs = list(batches)
-    except TypeError:
-        raise VerifyError(f"verify: batches must be a list of (x, y), got {type(batches).__name__}") from None
-    for k, pair in enumerate(pairs):
-        try:
-            x, y = pair
-        except (TypeError, ValueError):
-            raise VerifyError(f"verify: batch {k} is not an (x, y) pair") from None
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if x.dtype.kind != "f" or y.dtype.kind not in "iu":
-            raise VerifyError(f"verify: batch {k} must hold float images and integer labels, "
-                              f"got {x.dtype} and {y.dtype}")
-        if y.ndim != 1 or x.shape[0] != y.shape[0]:
-            raise VerifyError(f"verify: batch {k}: x has shape {x.shape}, y {y.shape}; "
-                              "expected (N, ...) and (N,)")
-        # verify runs in float64 (SPEC section 7): the cast is the point, not an accident
-        out.append((x.astype(np.float64), y.astype(np.int64)))
-    if not out:
-        raise VerifyError("verify: batches is empty")
-    return out
-
-
-def _check_settings(method: str, settings) -> Dict[str, object]:
-    merged = default_settings(method)
-    unknown = sorted(set(settings or {}) - set(_SETTINGS))
-    if unknown:
-        raise VerifyError(f"verify: unknown settings {unknown}; expected some of {list(_SETTINGS)}")
-    merged.update(settings or {})
-    for key in ("lr", "momentum", "weight_decay", "alpha", "beta", "gamma"):
-        merged[key] = check_number(merged[key], f"settings[{key!r}]")
-    if merged["clip_norm"] is not None:
-        merged["clip_norm"] = check_number(merged["clip_norm"], "settings['clip_norm']", positive=True)
-    try:
-        merged["milestones"] = tuple(int(m) for m in merged["milestones"])
-    except (TypeError, ValueError):
-        raise VerifyError(f"verify: settings['milestones'] must be epoch numbers, got "
-                          f"{merged['milestones']!r}") from None
-    return merged
-
-
-def check_number(value, what: str, positive: bool = False) -> float:
-    """``value`` as a float when it is finite and >= 0 (> 0 if ``positive``); VerifyError naming ``what``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = None
-    if isinstance(value, bool) or number is None or not np.isfinite(number) or number < 0 \
-            or (positive and number == 0):
-        raise VerifyError(f"verify: {what} must be a finite number {'> 0' if positive else '>= 0'}, "
-                          f"got {value!r}")
-    return number
 
 
 def _where(exc: BaseException) -> str:
@@ -464,8 +207,9 @@ def verify(torch_model: nn.Module, step: Callable, batches, method: str = "dfbst
     if not callable(step):
         raise VerifyError(f"verify: step must be callable as step(model, x, y, epoch, index), "
                           f"got {type(step).__name__}")
-    if method not in ("dense", "dst", "dfbst"):
-        raise VerifyError(f"verify: method must be 'dense', 'dst' or 'dfbst', got {method!r}")
+    if method not in REFERENCE_METHODS:
+        raise VerifyError(f"verify: method must be one of {', '.join(map(repr, REFERENCE_METHODS))} "
+                          f"(the methods the PyTorch reference implements), got {method!r}")
     if audience not in PHRASES:
         raise VerifyError(f"verify: audience must be one of {list(PHRASES)}, got {audience!r}")
     say = PHRASES[audience]
@@ -478,8 +222,8 @@ def verify(torch_model: nn.Module, step: Callable, batches, method: str = "dfbst
         raise VerifyError(f"verify: verification runs in float64 and {bad_dtype[0]} is "
                           f"{dict(torch_model.named_parameters())[bad_dtype[0]].dtype}; "
                           f"{say['float64']}")
-    run = _Run(torch_model, step, _check_batches(batches), method, _check_settings(method, settings),
-               _check_schedule(schedule), np_model, NameMap(name_map), end_epoch, rtol, atol,
+    run = _Run(torch_model, step, check_batches(batches), method, check_settings(method, settings),
+               check_schedule(schedule), np_model, NameMap(name_map), end_epoch, rtol, atol,
                floors, float32_masks, say)
     if stress:
         run.stress()
@@ -495,16 +239,18 @@ class _Run:
         self.warnings: List[str] = []
         self.torch_model, self.step, self.batches = torch_model, step, batches
         self.method, self.settings, self.schedule = method, settings, schedule
+        self.masked = methods.get(method).masked
+        self.learns_u = "dthreshold" in methods.get(method).params
         self.names, self.end_epoch = names, end_epoch
         self.rtol, self.atol, self.floors = rtol, atol, floors
         self.float32_masks = float32_masks
-        self.params = _mapped(names, torch_model.named_parameters(), "parameter")
-        self.state_names = list(_mapped(names, torch_model.state_dict().items(), "state"))
+        self.params = mapped(names, torch_model.named_parameters(), "parameter")
+        self.state_names = list(mapped(names, torch_model.state_dict().items(), "state"))
         self.mask_paths = names.mask_paths(torch_model)
         self.arch, self.np_model, self.trainer = None, np_model, None
         self.f32_source = "passed" if float32_masks is not None else None
         if np_model is not None:
-            diff = _state_difference(_shapes(np_model.state_dict()), self._torch_shapes())
+            diff = state_difference(shapes_of(np_model.state_dict()), self._torch_shapes())
             if diff:
                 raise VerifyError(f"verify: the torch model does not match np_model: {diff}")
             dtypes = {str(v.dtype) for v in np_model.params.values()}
@@ -513,8 +259,15 @@ class _Run:
                                   "verification runs in float64: build your twin with dtype=np.float64")
             self.arch = f"{type(np_model).__name__} (yours)"
             if float32_masks is not None:
-                for _, layer in np_masked_layers(np_model):
-                    layer.float32_masks = bool(float32_masks)
+                # a model's settings are given when it is made: verify never changes them
+                other = [n for n, layer in np_masked_layers(np_model)
+                         if layer.float32_masks != bool(float32_masks)]
+                if other:
+                    raise VerifyError(
+                        f"verify: float32_masks={bool(float32_masks)} but np_model's masked "
+                        f"layers {short_list(other, 4)} were built with float32_masks="
+                        f"{not float32_masks}: build np_model with float32_masks="
+                        f"{bool(float32_masks)}, or leave float32_masks out")
             else:
                 self.f32_source = "your np_model's"
         else:
@@ -536,7 +289,7 @@ class _Run:
 
     def _torch_shapes(self) -> Dict[str, tuple]:
         return {k: tuple(v.shape) for k, v in
-                _mapped(self.names, self.torch_model.state_dict().items(), "state").items()}
+                mapped(self.names, self.torch_model.state_dict().items(), "state").items()}
 
     def _build_twin(self, float32_masks):
         """(description, twin, {layer: float32 seen}): traced from the torch model, else a built-in."""
@@ -549,7 +302,7 @@ class _Run:
         except TwinError as e:
             raise VerifyError(f"{e} (for an unusual model: {self.say['np_model']})") from None
         else:
-            diff = _state_difference(_shapes(twin.state_dict()), self._torch_shapes())
+            diff = state_difference(shapes_of(twin.state_dict()), self._torch_shapes())
             if not diff:
                 return "built from your model's modules", twin, seen
         # a name map that renames parameters: the names are the built-in models'
@@ -565,13 +318,13 @@ class _Run:
         return f"dfbst_np's {arch}", model, None
 
     def stress(self) -> None:
-        if self.method != "dense":
+        if self.masked:
             self.stressed = apply_stress(self.params, self.method)
         self.input_scale = STRESS_INPUT_SCALE
 
     # -- torch side --------------------------------------------------------
     def _torch_state(self) -> Dict[str, np.ndarray]:
-        sd = _mapped(self.names, self.torch_model.state_dict().items(), "state")
+        sd = mapped(self.names, self.torch_model.state_dict().items(), "state")
         return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
 
     def _theirs(self, cap: StepCapture) -> Dict[str, Dict[str, np.ndarray]]:
@@ -601,24 +354,20 @@ class _Run:
             return
         if self.np_model is None:
             self.np_model = self._twin
-            layers = np_masked_layers(self.np_model)
             if self.float32_masks is not None:
-                pass                                # passed: set when the twin was built
+                pass                                # passed: given to the twin when it was built
             elif self.f32_layers is not None:
                 self.f32_source = "as your forward makes them"
             elif mask_dtypes:
                 self.f32_source = "as your exposed masks are"
-                f32 = any(dt == torch.float32 for dt in mask_dtypes.values())
-                for _, layer in layers:
-                    layer.float32_masks = f32
-            elif self.method != "dense":
+                if any(dt == torch.float32 for dt in mask_dtypes.values()):
+                    # the built-in twin was made with float64 masks: make it anew
+                    _, self.np_model = build_twin(self._torch_shapes(), self.method, True, self.say)
+            elif self.masked:
                 self.f32_source = "assumed"
                 self.warnings.append(
                     "the dtype of your masks is unknown (no masks exposed, forward not traced): "
                     f"float64 masks assumed; if they are float32, pass {self.say['f32_on']}")
-            if self.float32_masks is not None:
-                for _, layer in layers:
-                    layer.float32_masks = bool(self.float32_masks)
         s = self.settings
         self.trainer = Trainer(self.np_model, lr=s["lr"], momentum=s["momentum"],
                                weight_decay=s["weight_decay"], alpha=s["alpha"], beta=s["beta"],
@@ -662,7 +411,7 @@ class _Run:
         rank = self.layer_rank
         return sorted(names, key=lambda q: rank.get(layer_of(q), len(rank)) if layer_of(q) else -1)
 
-    def _compare(self, epoch, index, ours, theirs) -> List[Divergence]:
+    def _compare(self, epoch, index, ours, theirs, slack) -> List[Divergence]:
         rows = []
         for stage in STAGES:
             a, b = ours.get(stage, {}), theirs.get(stage, {})
@@ -676,6 +425,7 @@ class _Run:
                     continue
                 floor = self.floors.get(q[:-len(".momentum_buffer")] if q.endswith(".momentum_buffer")
                                         else q, self.atol)
+                floor = floor + slack.get(stage, {}).get(q, 0.0)
                 res = compare_entries(a.get(q), b.get(q), self.rtol, floor, exact=stage == "mask")
                 rows.append(Divergence(epoch=epoch, index=index, stage=stage, quantity=q,
                                        layer=layer_of(q), **res))
@@ -696,8 +446,8 @@ class _Run:
 
     def run(self) -> VerifyReport:
         self.unexposed, self.uncompared = set(), set()
-        self.prev_left, self.prev_u_regions, self.prev_beta = None, None, False
-        seen = {key: False for key in self._branches()}
+        self.prev_left, self.u_slack = None, {}
+        coverage = Coverage(self.method, clipping=self.settings["clip_norm"] is not None)
         last_epoch = None
         with StepCapture(self.torch_model, self._mask_paths) as cap:
             for k, (epoch, index) in enumerate(self.schedule):
@@ -721,10 +471,9 @@ class _Run:
                 self._load_twin(before, theirs["momentum_before"])
                 ours, stats = self._ours(x, y, epoch, index)
                 ours["start"], theirs["start"] = self._start_stage(before, theirs)
-                rows = self._compare(epoch, index, ours, theirs)
+                rows = self._compare(epoch, index, ours, theirs, self._slack(before, ours))
                 self.rows += rows
-                for key, fired in self._fired(epoch, before, ours, stats).items():
-                    seen[key] = seen[key] or fired
+                coverage.record(epoch, before, ours, stats.grad_norm, self.settings["clip_norm"])
                 if self.first is None:
                     bad = [r for r in rows if not r.ok]
                     if bad:
@@ -733,73 +482,22 @@ class _Run:
                 self.prev_V = stats.V
                 self.prev_masks = ours.get("mask", {})
                 self.prev_left = dict(theirs["update"])
-        self.coverage = seen
+        self.coverage = coverage.seen
         return self._report()
 
-    # -- coverage ------------------------------------------------------------
-    def _branches(self) -> List[str]:
-        keys = ["epoch 1", "epoch 2", "state carried between steps"]
-        if self.method != "dense":
-            keys += ["t < 0", "reset", "density 1-5 %"] + [f"h(t) {r}" for r in REGIONS]
-        if self.method == "dfbst":
-            keys += ["D dropped entries", "u < 0"] + [f"h(u) {r}" for r in REGIONS]
-            keys += ["beta term on", "beta term off", "beta off after on"]
-        if self.settings["clip_norm"] is not None:
-            keys.append("clipping active")
-        return keys
-
-    def _fired(self, epoch, before, ours, stats) -> Dict[str, bool]:
-        fired = {"epoch 1": epoch == 1, "epoch 2": epoch >= 2,
-                 "state carried between steps": bool(ours.get("start"))}
+    def _slack(self, before, ours) -> Dict[str, Dict[str, np.ndarray]]:
+        """Float32 masks' legitimate rounding in dt and du (:mod:`.rounding`): stage -> quantity -> slack."""
         layers = masked_layer_names(list(before))
+        rounded = [n for n, layer in np_masked_layers(self.np_model)
+                   if layer.float32_masks and n in layers]
+        if not rounded:
+            return {}
         grads = ours["grad"]
-        if self.method != "dense":
-            fired["t < 0"] = any(np.any(before[f"{n}.threshold"] < 0) for n in layers)
-            reset = low = False
-            regions = [False] * 3
-            for n in layers:
-                W = before[f"{n}.weight"].reshape(before[f"{n}.weight"].shape[0], -1)
-                t = before[f"{n}.threshold"]
-                M = tb.H(np.abs(W) - tb.effective_threshold(t, self.method)[:, None])
-                density = M.mean()
-                reset = reset or density <= tb.RESET_DENSITY
-                low = low or tb.RESET_DENSITY < density <= 0.05
-                if density <= tb.RESET_DENSITY:
-                    t = np.zeros_like(t)
-                # h(|W| - |t|) where it reaches the gradient: entries with dW != 0
-                x = (np.abs(W) - tb.effective_threshold(t, self.method)[:, None])
-                dW = grads.get(f"{n}.weight")
-                if dW is not None:
-                    x = x[dW.reshape(W.shape) != 0]
-                regions = [a or b for a, b in zip(regions, estimator_regions(x))]
-            fired["reset"], fired["density 1-5 %"] = bool(reset), bool(low)
-            fired.update({f"h(t) {r}": v for r, v in zip(REGIONS, regions)})
-        if self.method == "dfbst":
-            masks = ours["mask"]
-            fired["D dropped entries"] = any(
-                np.any((masks[f"{n}.dmask"] == 0) & (grads[f"{n}.weight"] != 0))
-                for n in layers if f"{n}.dmask" in masks)
-            fired["u < 0"] = any(np.any(before[f"{n}.dthreshold"] < 0) for n in layers
-                                 if f"{n}.dthreshold" in before)
-            on = any(f"{n}.dthreshold" in grads for n in layers)
-            fired["beta term on"], fired["beta term off"] = on, not on
-            fired["beta off after on"] = self.prev_beta and not on
-            # h(|Ghat| - u) of this step's values is used by the next beta term
-            if on and self.prev_u_regions is not None:
-                fired.update({f"h(u) {r}": v for r, v in zip(REGIONS, self.prev_u_regions)})
-            regions = [False] * 3
-            for n in layers:
-                dW = grads.get(f"{n}.weight")
-                u = before.get(f"{n}.dthreshold")
-                if dW is None or u is None:
-                    continue
-                rows = dW.reshape(dW.shape[0], -1)
-                x = np.abs(tb.row_normalise(rows)) - u[:, None]
-                regions = [a or b for a, b in zip(regions, estimator_regions(x[rows != 0]))]
-            self.prev_u_regions, self.prev_beta = regions, on
-        if self.settings["clip_norm"] is not None:
-            fired["clipping active"] = stats.grad_norm > self.settings["clip_norm"]
-        return fired
+        eps = rounding.float32_slack(before, grads, rounded, self.method)
+        eps.update({q: v for q, v in self.u_slack.items() if q in grads})
+        self.u_slack = (rounding.float32_slack_u(before, grads, layers, rounded,
+                                                 self.settings["beta"]) if self.learns_u else {})
+        return rounding.spread(eps, self.trainer.lr)
 
     # -- the report ------------------------------------------------------------
     def _report(self) -> VerifyReport:
@@ -812,7 +510,7 @@ class _Run:
         if self.unexposed:
             self.warnings.append(
                 f"masks not compared (your model exposes no mask/dmask attribute for them; "
-                f"{self.say['name_map']} can point to yours): {_short(self._order(sorted(self.unexposed)))}")
+                f"{self.say['name_map']} can point to yours): {short_list(self._order(sorted(self.unexposed)))}")
         if self.uncompared:
             self.warnings.append("loss not compared: the step called backward on no scalar and "
                                  "returned no loss")
@@ -827,8 +525,8 @@ class _Run:
 
     def _mask_dtype_text(self) -> str:
         """What the twin's masks were, and why: passed, detected, or assumed."""
-        if self.method == "dense" or self.np_model is None:
-            return "no masks" if self.method == "dense" else "masks not built"
+        if not self.masked or self.np_model is None:
+            return "masks not built" if self.masked else "no masks"
         f32 = {name: bool(layer.float32_masks) for name, layer in np_masked_layers(self.np_model)}
         on = [n for n, v in f32.items() if v]
         if len(on) == len(f32):
@@ -836,7 +534,7 @@ class _Run:
         elif not on:
             what = "float64 masks"
         else:
-            what = f"float32 masks in {_short(on, 4)} only"
+            what = f"float32 masks in {short_list(on, 4)} only"
         source = {"passed": "as passed"}.get(self.f32_source, self.f32_source)
         return f"{what}, {source}" if source else what
 

@@ -148,15 +148,30 @@ def test_np_model_and_float32_masks_are_honoured_and_checked():
     torch.manual_seed(0)
     model = kit.MLP((144, 20, 10)).double()
     trainer = kit.DFBST(model)
-    twin = dn.nn.Sequential(dn.nn.Flatten(dtype=np.float64),
-                         dn.MaskedLinear(144, 20, dtype=np.float64), dn.nn.ReLU(dtype=np.float64),
-                         dn.MaskedLinear(20, 10, dtype=np.float64))
+
+    def twin_with(f32):
+        return dn.nn.Sequential(dn.nn.Flatten(dtype=np.float64),
+                                dn.MaskedLinear(144, 20, dtype=np.float64, float32_masks=f32),
+                                dn.nn.ReLU(dtype=np.float64),
+                                dn.MaskedLinear(20, 10, dtype=np.float64, float32_masks=f32))
     names = {"layers.0": "1", "layers.1": "3"}
+    twin = twin_with(True)
     report = verify(model, trainer, batches((1, 12, 12)), np_model=twin, name_map=names,
                     schedule=[(1, 0), (1, 1)], float32_masks=True)
     assert report.ok and "MaskedLinear" not in report.summary
     assert "float32 masks, as passed" in report.summary
-    assert all(layer.float32_masks for layer in (twin[1], twin[3]))
+    # a model's settings are its own: a float32_masks that contradicts them is refused,
+    # and the user's model is left as it was made
+    twin64 = twin_with(False)
+    with pytest.raises(VerifyError, match=r"float32_masks=True but np_model's masked layers 1, 3 "
+                                          r"were built with float32_masks=False"):
+        verify(model, trainer, batches((1, 12, 12)), np_model=twin64, name_map=names,
+               schedule=[(1, 0)], float32_masks=True)
+    assert not any(layer.float32_masks for layer in (twin64[1], twin64[3]))
+    # float32 masks on your side and float64 in the twin: not OK
+    report = verify(model, trainer, batches((1, 12, 12)), np_model=twin64, name_map=names,
+                    schedule=[(1, 0), (1, 1)])
+    assert not report.ok and "your np_model's" in report.summary
     # a float32 twin is refused the right way round
     twin32 = dn.nn.Sequential(dn.nn.Flatten(), dn.MaskedLinear(144, 20), dn.nn.ReLU(),
                            dn.MaskedLinear(20, 10))
