@@ -3,8 +3,8 @@ r"""DFBST as the paper and SPEC write it: one short function per equation.
 This module is the readable version of the method, and the oracle the fast
 path (:mod:`dfbst_np.sparse`) is tested against. It is plain NumPy in SPEC's
 symbols, with no caches, no in-place tricks and no performance branches, and
-it imports nothing else of dfbst_np. Read it top to bottom: the order of the
-functions is the order of one training step.
+it imports no other part of dfbst_np but the method registry. Read it top to
+bottom: the order of the functions is the order of one training step.
 
 Symbols, for one masked layer (a conv weight is its (out, in*kh*kw) matrix):
 
@@ -16,9 +16,9 @@ Symbols, for one masked layer (a conv weight is its (out, in*kh*kw) matrix):
 * V: the std of every masked layer's masked gradient.
 
 ``method`` is ``"dst"`` (DST: tau = t) or ``"dfbst"`` (tau = ``|t|``);
-``"dense"`` has no mask. ``float32_masks=True`` reproduces the authors'
-float32 masks: autograd rounds every gradient that flows into a mask to
-float32 (SPEC, "Float32 masks in the reference").
+``"dense"`` has no mask (or a :mod:`dfbst_np.methods` object, which they ask).
+``float32_masks=True``: the authors' float32 masks (autograd rounds every
+gradient reaching a mask to float32; SPEC, "Float32 masks in the reference").
 
 >>> import numpy as np
 >>> from dfbst_np import textbook as tb
@@ -66,7 +66,7 @@ def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
 
     .. math:: \tau_i = |t_i| \text{ (dfbst)}, \qquad \tau_i = t_i \text{ (dst)}
     """
-    return np.abs(t) if method == "dfbst" else t
+    return np.abs(t) if _rule(method).abs_threshold else t
 
 
 def sign_s(t: np.ndarray, method: str) -> np.ndarray:
@@ -74,7 +74,7 @@ def sign_s(t: np.ndarray, method: str) -> np.ndarray:
 
     .. math:: s(t_i) = 1 \text{ if } t_i \ge 0 \text{ else } -1
     """
-    if method == "dfbst":
+    if _rule(method).abs_threshold:
         return np.where(t >= 0, 1.0, -1.0).astype(t.dtype)
     return np.ones_like(t)
 
@@ -92,7 +92,7 @@ def forward_mask(W: np.ndarray, t: np.ndarray, method: str) -> Tuple[np.ndarray,
     M : (out, fan_in), 0/1 in W's dtype (all ones for ``"dense"``).
     t_new : (out,), t after the reset rule (a copy; None for ``"dense"``).
     """
-    if method == "dense":
+    if not _rule(method).masked:
         return np.ones_like(W), None
     M = H(np.abs(W) - effective_threshold(t, method)[:, None])
     if M.mean() <= RESET_DENSITY:
@@ -142,7 +142,7 @@ def layer_grads(A: np.ndarray, W: np.ndarray, t: np.ndarray, M: np.ndarray, meth
     ``t`` is the threshold the forward used (after the reset rule), M its mask.
     For ``"dense"`` the gradient of W is A and there is no dt (None).
     """
-    if method == "dense":
+    if not _rule(method).masked:
         return A.copy(), None
     z = np.abs(W) - effective_threshold(t, method)[:, None]
     G = _mask_dtype(A * W, float32_masks)
@@ -408,3 +408,15 @@ def rigl_update(W: np.ndarray, M: np.ndarray, grad: np.ndarray,
     grow = inactive[order[:k]]
     n_new = int(np.count_nonzero(M.ravel()[grow] == 0))
     return _apply_growth(W, M, M_mid, grow, np.zeros(n_new, dtype=W.dtype))
+
+
+# -- what a method name means --------------------------------------------------
+
+def _rule(method):
+    """The method object of ``method`` (a registered name or a Method): it says
+    whether there is a mask and which tau it uses."""
+    from .methods import get        # imported here: dfbst_np.methods imports this module
+    m = get(method)
+    if m.masked and not m.threshold_mask:
+        raise ValueError(f"method {m.name!r} has no threshold mask M = H(|W| - tau)")
+    return m

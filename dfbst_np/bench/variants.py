@@ -55,7 +55,7 @@ def _keep_per_row(fan_in: int, density: float) -> int:
 def set_forward_density(model, density: float) -> None:
     """Thresholds t (positive) that keep the largest ``density`` of |W| in every row."""
     for _, layer in masked_layers(model):
-        if layer.method == "dense":
+        if "threshold" not in layer.params:
             continue
         a = np.sort(np.abs(layer.weight2d), axis=1)
         k = _keep_per_row(a.shape[1], density)
@@ -74,7 +74,7 @@ def set_backward_density(model, x, y, density: float) -> None:
     loss.forward(model.forward(x), y)
     model.backward(loss.backward())
     for _, layer in masked_layers(model):
-        if layer.method != "dfbst":
+        if "dthreshold" not in layer.params:
             continue
         dW = layer.grads["weight"].reshape(layer.weight.shape[0], -1).astype(np.float64)
         r = np.abs(dW).sum(axis=1, keepdims=True)
@@ -96,7 +96,7 @@ def _np_flops(tr: Trainer, predicted: bool) -> float:
     total = 0
     for name, layer in tr.layers:
         numel = layer.weight.size
-        if layer.method == "dense":
+        if not layer.impl.method.masked:
             total += LayerCost(name, layer.rows, numel, numel, numel).dense_flops
             continue
         g = layer.loss_grad()
@@ -111,7 +111,7 @@ def _np_densities(tr: Trainer) -> tuple:
     layers = [layer for _, layer in tr.layers]
     size = sum(l.weight.size for l in layers) or 1
     fwd = sum(l.mask_nnz for l in layers) / size
-    bwd = sum((l.dmask_nnz if l.dmask_nnz is not None else l.weight.size) for l in layers) / size
+    bwd = sum(l.bdensity * l.weight.size for l in layers) / size
     return fwd, bwd
 
 
@@ -131,10 +131,11 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
     model = np_models.build(model_name, method=impl, dtype=np.float32, kernel_path=None
                             if path == "-" else path, rng=np.random.default_rng(7),
                             weight_grad=weight_grad)
-    if method != "dense":
+    rule = impl.method
+    if rule.threshold_mask:
         set_forward_density(model, density)
-        if method == "dfbst":
-            set_backward_density(model, x, y, density)
+    if rule.learns_backward_mask:
+        set_backward_density(model, x, y, density)
     tr = Trainer(model, **RECIPE, **trainer_kw)
     counter = {"i": 0}
 
@@ -148,7 +149,7 @@ def numpy_variant(model_name, method, path, density, batch, data, weight_grad="e
         name = method + ("-predicted" if weight_grad == "predicted" else "")
     args = (model_name, method, path, density, batch, data, weight_grad, name)
     kw = dict(trainer_kw, textbook=textbook)
-    return Variant("dfbst_np", name, path, density if method != "dense" else 1.0, step,
+    return Variant("dfbst_np", name, path, density if rule.masked else 1.0, step,
                    lambda: _np_restore(tr, snapshot),
                    flops=lambda: _np_flops(tr, weight_grad == "predicted"),
                    densities=lambda: _np_densities(tr), trainer=tr,
@@ -241,10 +242,12 @@ def build_variants(model_name: str, batch: int, densities: Sequence[float], path
     if with_torch:
         variants.append(torch_dense_variant(model_name, data, np_dense))
     for d in densities:
-        for method, wg in (("dst", "exact"), ("dfbst", "exact"), ("dfbst", "predicted")):
+        # (method, weight gradient, whether the PyTorch reference's step is timed beside it)
+        for method, wg, reference in (("dst", "exact", False), ("dfbst", "exact", True),
+                                      ("dfbst", "predicted", False)):
             for path in paths:
                 variants.append(numpy_variant(model_name, method, path, d, batch, data, wg))
-                if with_torch and method == "dfbst" and wg == "exact" and path == paths[0]:
+                if with_torch and reference and path == paths[0]:
                     variants.append(torch_reference_variant(model_name, d, data, variants[-1], np_dense))
         variants.append(numpy_variant(model_name, "dfbst", "-", d, batch, data,
                                       name="dfbst-textbook", textbook=True))

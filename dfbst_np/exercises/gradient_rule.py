@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import methods
 from .. import textbook as tb
 from ._check import Case, Mistake, Result, run_checks
 
@@ -75,12 +76,13 @@ def _grad_cases():
 def _grad_variant(ste=True, abs_w=True, tau_abs=True, s_rule="textbook", sign=-1.0, w_in_dt=True,
                   ste_where="all", dense_dt=None, z_abs=True, dt_axis=1, no_mask=False):
     def fn(A, W, t, M, method):
-        if method == "dense":
+        rule = methods.get(method)            # a wrong variant still reads the method's rule right
+        if not rule.masked:
             return A.copy(), (None if dense_dt is None else np.zeros(W.shape[0]))
-        tau = np.abs(t) if (method == "dfbst" and tau_abs) else t
+        tau = np.abs(t) if (rule.abs_threshold and tau_abs) else t
         z = (np.abs(W) if z_abs else W) - tau[:, None]
         s = {"textbook": tb.sign_s(t, method), "one": np.ones_like(t), "np.sign": np.sign(t)}[s_rule]
-        if method == "dst":
+        if not rule.abs_threshold:            # DST: s = 1 whatever the variant
             s = np.ones_like(t)
         w_factor = {True: np.abs(W), False: W, "sign": np.sign(W)}[abs_w]
         where = {"all": 1.0, "kept": M, "pruned": 1 - M}[ste_where]

@@ -41,8 +41,13 @@ def names() -> Tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get(name: str) -> Method:
-    """The method registered as ``name``; an unknown name is a ValueError listing the known ones."""
+def get(name: Union[str, Method]) -> Method:
+    """The method registered as ``name``; an unknown name is a ValueError listing the known ones.
+
+    A Method is returned as it is, so that a function taking ``method`` accepts either.
+    """
+    if isinstance(name, Method):
+        return name
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

@@ -219,14 +219,33 @@ class Method:
         starts at 0, in registration order (e.g. ("threshold", "dthreshold")).
     weight_grads : the :data:`WEIGHT_GRADS` settings the method accepts.
     masked : whether the layers have a forward mask.
+    threshold_mask : whether that mask is SPEC section 1's threshold rule
+        M = H(|W| - tau) with a learned per-row ``threshold`` t and the reset
+        rule (what the textbook's and the PyTorch reference's rules compute).
+    abs_threshold : with the threshold rule, tau = |t| and s(t) = d tau/dt =
+        sign(t) (1 at 0), as DFBST; else tau = t and s = 1, as DST.
+    learns_backward_mask : whether the method learns DFBST's backward mask
+        D = H(|Ghat| - u) on the weight gradients, with u its ``dthreshold``.
+
+    The last three describe the rules the textbook, the fast path and the
+    reference share, so that they ask the method rather than its name.
     """
 
     def __init__(self, name: str, paper: str, fast: Implementation, textbook: Implementation,
                  title: Optional[str] = None, defaults: Optional[Mapping] = None, params: Tuple[str, ...] = (),
                  weight_grads: Tuple[str, ...] = ("exact",), masked: bool = True,
-                 doc: str = "") -> None:
+                 threshold_mask: bool = False, abs_threshold: bool = False,
+                 learns_backward_mask: bool = False, doc: str = "") -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"Method: a name must be a Python identifier, got {name!r}")
+        for flag, on, needs, ok in (
+                ("threshold_mask", threshold_mask, "parameter 'threshold'", "threshold" in params),
+                ("threshold_mask", threshold_mask, "masked=True", masked),
+                ("abs_threshold", abs_threshold, "threshold_mask=True", threshold_mask),
+                ("learns_backward_mask", learns_backward_mask, "parameter 'dthreshold'",
+                 "dthreshold" in params)):
+            if on and not ok:
+                raise ValueError(f"Method {name!r}: {flag}=True needs {needs}")
         for impl, kind in ((fast, "fast"), (textbook, "textbook")):
             if not isinstance(impl, Implementation):
                 raise TypeError(f"Method {name!r}: {kind} must be an Implementation, "
@@ -242,6 +261,9 @@ class Method:
         self.params = tuple(params)
         self.weight_grads = tuple(weight_grads)
         self.masked = bool(masked)
+        self.threshold_mask = bool(threshold_mask)
+        self.abs_threshold = bool(abs_threshold)
+        self.learns_backward_mask = bool(learns_backward_mask)
 
     def implementation(self, kind: str = "fast") -> Implementation:
         """The ``"fast"`` or ``"textbook"`` implementation."""

@@ -60,7 +60,7 @@ class BackwardMaskHooks:
     def gradient_mask(self, trainer):
         """D on every layer's dW, kept with V and dV/du for the next step."""
         layers = trainer.layers
-        s = layers[0][1].settings
+        s = layers[0][1].settings          # model-wide: the Trainer checked they agree
         bm = self.rule([layer.loss_grad() for _, layer in layers],
                        [layer.params["dthreshold"] for _, layer in layers],
                        scale=trainer.beta, estimator=s.h, float32_masks=s.float32_masks)
@@ -88,6 +88,7 @@ METHOD = Method(
     "dfbst", title="DFBST", paper="Pote, Ganaie, Hassan and Khare, \"Dynamic Forward and Backward Sparse "
                    "Training (DFBST)\", ACML 2022, PMLR 189:848-863",
     fast=FastDFBST(), textbook=TextbookDFBST(), params=("threshold", "dthreshold"),
+    threshold_mask=True, abs_threshold=True, learns_backward_mask=True,
     weight_grads=("exact", "predicted"),
     defaults=dict(lr=0.1, momentum=0.9, weight_decay=1e-4, alpha=5e-6, beta=0.1, clip_norm=1.0,
                   milestones=(80, 120), gamma=0.1, epochs=160, batch_size=64),

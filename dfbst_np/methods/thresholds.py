@@ -7,7 +7,7 @@ r"""What DST and DFBST share: a forward mask from learned per-row thresholds t.
 with the reset rule (t <- 0 when M keeps <= 1 % of the layer) and the
 straight-through gradient rule for dW and dt (SPEC section 1). The fast
 hooks wrap :mod:`dfbst_np.sparse.mask_rule`, the textbook hooks
-:mod:`dfbst_np.textbook`; the method's name is what both rules are given.
+:mod:`dfbst_np.textbook`; both rules are given the Method, and ask its ``abs_threshold``.
 """
 from __future__ import annotations
 
@@ -34,14 +34,14 @@ class FastThresholds(FastRule):
     """The fast hooks of a threshold method (:mod:`dfbst_np.sparse.mask_rule`)."""
 
     def forward_mask(self, layer, w2):
-        return forward_mask(w2, layer.params["threshold"], self.method.name)
+        return forward_mask(w2, layer.params["threshold"], self.method)
 
     def mask_inputs(self, layer) -> tuple:
         return (layer.params["threshold"],)
 
     def grads(self, layer, A, fm):
         s = layer.settings
-        dW, dt = layer_grads(A, layer.weight2d, layer.params["threshold"], fm, self.method.name,
+        dW, dt = layer_grads(A, layer.weight2d, layer.params["threshold"], fm, self.method,
                              s.h, s.float32_masks, overwrite_a=True)
         return dW, {"threshold": dt}
 
@@ -60,12 +60,12 @@ class TextbookThresholds(TextbookRule):
 
     def forward_mask(self, layer, W):
         t = layer.params["threshold"]
-        M, t_new = tb.forward_mask(W, t, self.method.name)
+        M, t_new = tb.forward_mask(W, t, self.method)
         t[...] = t_new                    # the layer owns t: the reset rule writes it back
         return M
 
     def grads(self, layer, A, M):
-        dW, dt = tb.layer_grads(A, layer.weight2d, layer.params["threshold"], M, self.method.name,
+        dW, dt = tb.layer_grads(A, layer.weight2d, layer.params["threshold"], M, self.method,
                                 layer.settings.float32_masks)
         return dW, {"threshold": dt}
 

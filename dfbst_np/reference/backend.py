@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import methods
 from ..sparse.ledger import LayerCost, total_cost
 from ..train.backend import Backend, BackendUnavailable, overall_densities
 from ..train.checkpoint import strip_prefix, with_prefix
@@ -129,7 +130,7 @@ class TorchBackend(Backend):
             bdensity[name] = d / numel if name in nnz_d else 1.0
             costs.append(LayerCost(name=name, n=self.rows[name], numel=numel, nnz_m=m, nnz_d=d))
         return StepStats(loss=s["loss"], ce=s["ce"], alpha_term=s["alpha_term"],
-                         beta_term=s["beta_term"], V=s["V"] if self.method == "dfbst" else None,
+                         beta_term=s["beta_term"], V=s["V"] if methods.get(self.method).learns_backward_mask else None,
                          grad_norm=s["grad_norm"], accuracy=correct / len(y),
                          density=density, bdensity=bdensity, cost=total_cost(costs))
 

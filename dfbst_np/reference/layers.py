@@ -16,11 +16,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-METHODS = ("dense", "dst", "dfbst")
-
+from .. import methods
 # Reset rule of SPEC: a layer whose forward mask keeps at most this fraction
-# of its weights has its thresholds t set back to zero.
-RESET_DENSITY = 0.01
+# of its weights has its thresholds t set back to zero (the textbook's constant).
+from ..textbook import RESET_DENSITY
+
+#: The registered methods the reference has: no mask (dense) or SPEC section 1's
+#: threshold rule (DST, DFBST), with or without the backward mask.
+METHODS = tuple(name for name in methods.names()
+                if methods.get(name).threshold_mask or not methods.get(name).masked)
 
 
 def long_tailed_estimator(x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +93,14 @@ class _MaskRule:
             raise ValueError(f"{type(self).__name__}: method must be one of {METHODS}, got {method!r}")
         self.method = method
         self.float32_masks = bool(float32_masks)
+        rule = methods.get(method)
         # Registered after weight and bias so the state dict order is
         # weight, bias, threshold, dthreshold, as in the reference checkpoints.
-        if method in ("dst", "dfbst"):
+        if rule.threshold_mask:
             self.threshold = nn.Parameter(torch.zeros(out_features))
         else:
             self.register_parameter("threshold", None)
-        if method == "dfbst":
+        if rule.learns_backward_mask:
             self.dthreshold = nn.Parameter(torch.zeros(out_features))
         else:
             self.register_parameter("dthreshold", None)
@@ -127,7 +132,7 @@ class _MaskRule:
         reference's sign s(t) is +1 at t = 0 (``abs`` would give 0 there).
         """
         t = self.threshold.view(-1, 1)
-        if self.method == "dfbst":
+        if methods.get(self.method).abs_threshold:
             t = torch.where(t >= 0, t, -t)
         return t
 
@@ -170,7 +175,7 @@ class _MaskRule:
         copy for the optimiser. ``self.dmask`` keeps D. Returns None when the
         layer is not DFBST or has no weight gradient.
         """
-        if self.method != "dfbst" or self.weight.grad is None:
+        if not methods.get(self.method).learns_backward_mask or self.weight.grad is None:
             return None
         grad = self.weight.grad
         rows = grad.view(grad.shape[0], -1)

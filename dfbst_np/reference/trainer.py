@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import methods
 from .layers import masked_layers
 
 
@@ -121,7 +122,7 @@ class ReferenceTrainer:
                 loss = loss + term
                 alpha_term += float(term.detach())
         beta_term = 0.0
-        dfbst = [m for m in layers if m.method == "dfbst"]
+        dfbst = [m for m in layers if methods.get(m.method).learns_backward_mask]
         # V_prev carries u's graph from the previous step; adding it is what
         # gives u a gradient. Outside these steps u must get none at all.
         if dfbst and epoch >= 2 and index != 0 and self.V_prev is not None:

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .. import methods
 from ..errors import DfbstError
 from ..nn.activations import ReLU
 from ..nn.batchnorm import BatchNorm1d, BatchNorm2d
@@ -237,14 +238,15 @@ def _masked(module: nn.Module, name: str, method: str, shapes, f32: bool) -> Mod
         if key in own and tuple(own[key].shape) != (out,):
             raise TwinError(f"verify: {name}.{key} has shape {tuple(own[key].shape)}; expected "
                             f"({out},), one per output unit of weight {tuple(W.shape)}")
-    if method == "dfbst" and "dthreshold" not in own:
-        raise TwinError(f"verify: {name} has a threshold but no dthreshold; method 'dfbst' needs "
+    rule = methods.get(method)
+    if rule.learns_backward_mask and "dthreshold" not in own:
+        raise TwinError(f"verify: {name} has a threshold but no dthreshold; method {method!r} needs "
                         "both (u is the parameter dthreshold)")
-    if method != "dfbst" and "dthreshold" in own:
+    if not rule.learns_backward_mask and "dthreshold" in own:
         raise TwinError(f"verify: {name} has a dthreshold (u), which method {method!r} does not "
                         "have; is your method 'dfbst'?")
-    if method == "dense":
-        raise TwinError(f"verify: {name} has a threshold, which method 'dense' does not have")
+    if not rule.threshold_mask:
+        raise TwinError(f"verify: {name} has a threshold, which method {method!r} does not have")
     kw = dict(method=method, bias="bias" in own, dtype=np.float64, float32_masks=f32)
     if W.dim() == 2:
         return MaskedLinear(W.shape[1], out, **kw)

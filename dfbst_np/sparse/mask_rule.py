@@ -17,7 +17,10 @@ Backward, with A = dL/dW_hat and the STE h in place of H':
     \frac{\partial L}{\partial t_i} = -s(t_i) \sum_j A_{ij} W_{ij}\, h(|W_{ij}| - \tau_i)
 
 with s(t) = sign of t (1 at t = 0) for dfbst and s = 1 for dst. The
-penalty :math:`\alpha \sum_i e^{-t_i}` is a separate term (``threshold_penalty``).
+penalty :math:`\alpha \sum_i e^{-t_i}` is a separate term (``threshold_penalty``, the
+textbook's own: one expression, nothing to make fast). ``method`` is a
+registered name or a :class:`~dfbst_np.methods.Method`; what is asked of it
+is its ``abs_threshold``.
 """
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..textbook import RESET_DENSITY, threshold_penalty    # one definition each, the textbook's
 from .entries import Entries
 from .fused import round32, scratch, sub_rows
 from .step import apply_estimator, long_tailed
 
-RESET_DENSITY = 0.01   # the reference zeroes t when a layer keeps <= 1 % of its weights
+__all__ = ["ForwardMask", "effective_threshold", "forward_mask", "layer_grads", "threshold_penalty",
+           "RESET_DENSITY"]
 
 
 class ForwardMask:
@@ -73,11 +78,18 @@ class ForwardMask:
         return z
 
 
-def effective_threshold(t: np.ndarray, method: str) -> np.ndarray:
-    """tau = |t| for dfbst, t for dst, as a column (out, 1) to broadcast over rows.
+def _abs_threshold(method) -> bool:
+    """Whether ``method`` (a registered name or a Method) uses tau = |t| and s = sign(t)."""
+    from ..methods import get           # imported here: dfbst_np.methods imports this package
+    return get(method).abs_threshold
+
+
+def effective_threshold(t: np.ndarray, method, dtype=None) -> np.ndarray:
+    """tau (out,): |t| for dfbst, t for dst (the method's ``abs_threshold``), contiguous,
+    in ``dtype`` (W's; default t's).
 
     Textbook twin: :func:`dfbst_np.textbook.effective_threshold`."""
-    return (np.abs(t) if method == "dfbst" else t)[:, None]
+    return np.ascontiguousarray(np.abs(t) if _abs_threshold(method) else t, dtype=dtype)
 
 
 def _reset_fires(nnz: int, size: int, dtype) -> bool:
@@ -93,7 +105,7 @@ def _reset_fires(nnz: int, size: int, dtype) -> bool:
     return bool(mean <= dtype.type(RESET_DENSITY))
 
 
-def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
+def forward_mask(w2: np.ndarray, t: np.ndarray, method) -> ForwardMask:
     r"""M = H(|W| - tau), with the reset rule.
 
     Textbook twin: :func:`dfbst_np.textbook.forward_mask` (which returns a new
@@ -118,26 +130,26 @@ def forward_mask(w2: np.ndarray, t: np.ndarray, method: str) -> ForwardMask:
     ----------
     w2 : (out, fan_in) weight matrix W.
     t : (out,) forward thresholds (the layer's parameter; may be reset in place).
-    method : "dst" or "dfbst".
+    method : "dst" or "dfbst" (a name or the Method).
     """
     absw = np.abs(w2)
-    tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
+    tau = effective_threshold(t, method, w2.dtype)
     z = sub_rows(absw, tau)
     keep = np.greater(z, 0)
     nnz = int(np.count_nonzero(keep))
     reset = _reset_fires(nnz, keep.size, w2.dtype) if keep.size else False
     if reset:
         t[...] = 0
-        tau = np.ascontiguousarray(effective_threshold(t, method)[:, 0], dtype=w2.dtype)
+        tau = effective_threshold(t, method, w2.dtype)
         sub_rows(absw, tau, out=z)
         np.greater(z, 0, out=keep)
         nnz = int(np.count_nonzero(keep))
     return ForwardMask(keep=keep, absw=absw, tau=tau, reset=reset, nnz=nnz, z=z)
 
 
-def _sign_s(t: np.ndarray, method: str, dtype):
+def _sign_s(t: np.ndarray, method, dtype):
     """s(t): sign of t with s(0) = 1 for dfbst; 1 for dst (twin: :func:`dfbst_np.textbook.sign_s`)."""
-    return np.where(t >= 0, 1, -1).astype(dtype) if method == "dfbst" else 1
+    return np.where(t >= 0, 1, -1).astype(dtype) if _abs_threshold(method) else 1
 
 
 def _mask_terms(A: Entries, w2: np.ndarray, fm: ForwardMask):
@@ -150,7 +162,7 @@ def _mask_terms(A: Entries, w2: np.ndarray, fm: ForwardMask):
     return w, absw, z, np.greater(z, 0)
 
 
-def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, method: str,
+def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, method,
                 estimator=long_tailed, float32_masks: bool = False,
                 overwrite_a: bool = False) -> Tuple[Entries, np.ndarray]:
     r"""The gradient rule: dL/dW and dL/dt from A = dL/dW_hat, on A's entries.
@@ -214,17 +226,3 @@ def layer_grads(A: Entries, w2: np.ndarray, t: np.ndarray, fm: ForwardMask, meth
     if overwrite_a:
         return A.like(np.add(AM, P, out=a)), dt
     return A.like(np.add(P, AM, out=P)), dt
-
-
-def threshold_penalty(t: np.ndarray, alpha: float) -> Tuple[float, np.ndarray]:
-    r"""The sparsity penalty on forward thresholds and its gradient.
-
-    Textbook twin: :func:`dfbst_np.textbook.threshold_penalty`.
-
-    .. math::
-        P = \alpha \sum_i e^{-t_i}, \qquad \frac{\partial P}{\partial t_i} = -\alpha e^{-t_i}
-
-    It pushes every t_i up, so masks get sparser until the loss pushes back.
-    """
-    e = np.exp(-t)
-    return float(alpha * e.sum()), -alpha * e

@@ -177,6 +177,12 @@ class MaskedLayer:
         """nnz(D) of the last backward mask, or None when there is none."""
         return None if self._dpattern is None else self._dpattern.nnz
 
+    @property
+    def bdensity(self) -> float:
+        """Fraction of the weight gradient the last backward mask kept (1.0 without one)."""
+        nnz = self.dmask_nnz
+        return 1.0 if nnz is None else nnz / self.weight.size
+
     # -- forward and backward: the implementation's hooks ----------------------
     def _weight_product(self, x2: np.ndarray, transposed: bool = False) -> np.ndarray:
         """Y2 = X2 W_hat^T (or Y2^T = W_hat X2^T), by the implementation's ``forward``."""

@@ -86,8 +86,7 @@ def overall_densities(per_layer: Dict[str, tuple]) -> Dict[str, float]:
 def mask_densities(model) -> Dict[str, float]:
     """Forward and backward density per masked layer and overall (weighted by size)."""
     return overall_densities({
-        name: (layer.weight.size, layer.density,
-               1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
+        name: (layer.weight.size, layer.density, layer.bdensity)
         for name, layer in masked_layers(model)})
 
 

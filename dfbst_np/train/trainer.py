@@ -33,6 +33,7 @@ used gradient into the dense one once.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
@@ -110,7 +111,7 @@ class Trainer:
         self.impl = _model_implementation(self.layers, textbook)
         self.method = self.impl.method.name
         self.textbook = self.impl.kind == "textbook"
-        self.settings = self.layers[0][1].settings if self.layers else methods.Settings()
+        self.settings = _model_settings(self.layers)
         if weight_grad is not None and weight_grad != self.settings.weight_grad:
             raise ValueError(f"Trainer: weight_grad={weight_grad!r}, but the model was built with "
                              f"weight_grad={self.settings.weight_grad!r}; choose it in "
@@ -175,8 +176,7 @@ class Trainer:
             V=self.impl.statistic(self), grad_norm=grad_norm,
             accuracy=float((logits.argmax(axis=1) == y).mean()),
             density={name: layer.density for name, layer in self.layers},
-            bdensity={name: (1.0 if layer.dmask_nnz is None else layer.dmask_nnz / layer.weight.size)
-                      for name, layer in self.layers},
+            bdensity={name: layer.bdensity for name, layer in self.layers},
             cost=self.step_cost())
 
     # -- 1. forward, loss, backward ------------------------------------------
@@ -306,6 +306,24 @@ def _model_implementation(layers, textbook):
                          f"{impl.kind} implementation; build the model with "
                          f"models.build(..., textbook={bool(textbook)})")
     return impl
+
+
+def _model_settings(layers) -> methods.Settings:
+    """The model-wide Settings every masked layer holds; a layer whose settings
+    differ from the first layer's is a ValueError naming it and the setting."""
+    if not layers:
+        return methods.Settings()
+    first, settings = layers[0][0], layers[0][1].settings
+    for name, layer in layers[1:]:
+        if layer.settings == settings:
+            continue
+        for f in dataclasses.fields(settings):
+            mine, theirs = getattr(layer.settings, f.name), getattr(settings, f.name)
+            if mine != theirs:
+                raise ValueError(f"Trainer: layer {name!r} has {f.name}={mine!r}, but layer "
+                                 f"{first!r} has {f.name}={theirs!r}; the settings are model-wide: "
+                                 f"build the model with one Settings (models.build(...))")
+    return settings
 
 
 def _input_layers(model):

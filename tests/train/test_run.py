@@ -47,7 +47,7 @@ def test_metrics_densities_match_checkpoint_masks(tmp_path, sample_data):
     total_kept = total = 0
     for name in ("fc1", "fc2", "fc3"):
         w, t = ck[f"model/{name}.weight"], ck[f"model/{name}.threshold"]
-        mask = np.abs(w) > effective_threshold(t, "dfbst")     # the forward the weights imply
+        mask = np.abs(w) > effective_threshold(t, "dfbst")[:, None]     # the forward the weights imply
         np.testing.assert_array_equal(mask, ck[f"mask/{name}"])
         assert rows[-1][f"density/{name}"] == pytest.approx(mask.mean(), abs=1e-12)
         assert rows[-1][f"bdensity/{name}"] == pytest.approx(ck[f"dmask/{name}"].mean(), abs=1e-12)
