@@ -25,6 +25,12 @@ def estimator_regions(x: np.ndarray) -> Tuple[bool, bool, bool]:
     return bool(np.any(a <= 0.4)), bool(np.any((a > 0.4) & (a <= 1))), bool(np.any(a > 1))
 
 
+def density_before_reset(W: np.ndarray, t: np.ndarray, method: str) -> float:
+    """mean(M) of ``M = H(|W| - tau)`` with t as it is: what decides whether the reset rule
+    fires (at :data:`dfbst_np.textbook.RESET_DENSITY` or below). W is (out, fan_in)."""
+    return float(tb.H(np.abs(W) - tb.effective_threshold(t, method)[:, None]).mean())
+
+
 def _any_regions(xs) -> List[bool]:
     regions = [False] * 3
     for x in xs:
@@ -42,8 +48,8 @@ class Coverage:
     def __init__(self, method: str, clipping: bool) -> None:
         m = methods.get(method)
         self.method = method
-        self.forward_mask = m.masked
-        self.backward_mask = "dthreshold" in m.params
+        self.forward_mask = m.threshold_mask
+        self.backward_mask = m.learns_backward_mask
         self.clipping = clipping
         self.seen: Dict[str, bool] = {key: False for key in self.branches()}
         self.prev_u_regions: Optional[List[bool]] = None
@@ -85,8 +91,7 @@ class Coverage:
         for n in layers:
             W = before[f"{n}.weight"].reshape(before[f"{n}.weight"].shape[0], -1)
             t = before[f"{n}.threshold"]
-            # the density before the reset rule is what decides whether it fires
-            density = tb.H(np.abs(W) - tb.effective_threshold(t, self.method)[:, None]).mean()
+            density = density_before_reset(W, t, self.method)
             _, t_used = tb.forward_mask(W, t, self.method)
             reset = reset or density <= tb.RESET_DENSITY
             low = low or tb.RESET_DENSITY < density <= 0.05

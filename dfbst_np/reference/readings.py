@@ -12,7 +12,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .. import methods
 from .. import textbook as tb
+from .coverage import density_before_reset
 from .verdict import Divergence, layer_of
 
 
@@ -38,12 +40,12 @@ def _read_forward_mask(layer: str, before, ours, theirs, method: str) -> str:
     W = _rows(before[f"{layer}.weight"])
     t = before[f"{layer}.threshold"]
     rows = np.nonzero(np.any(_rows(M_ours) != _rows(M_theirs), axis=1))[0]
-    tau = tb.effective_threshold(t, method)[:, None]
-    if tb.H(np.abs(W) - tau).mean() <= tb.RESET_DENSITY:
+    if density_before_reset(W, t, method) <= tb.RESET_DENSITY:
         return ("the reset rule: M = H(|W| - |t|) keeps at most 1 % here, so t is set to 0 and M "
                 "recomputed with it")
     # the other method's threshold: t where SPEC has |t| (dfbst), |t| where it has t (dst)
-    rule, other = (("thresholds t vs |t|", t) if method == "dfbst" else ("thresholds |t| vs t", np.abs(t)))
+    rule, other = (("thresholds t vs |t|", t) if methods.get(method).abs_threshold
+                   else ("thresholds |t| vs t", np.abs(t)))
     if np.array_equal(_rows(M_theirs), tb.H(np.abs(W) - other[:, None])):
         neg = "t < 0 rows" if np.all(t[rows] < 0) else "rows " + str(rows[:5].tolist())
         return f"{rule} ({neg})"
@@ -154,7 +156,7 @@ def _t_in_step(before, layer: str, method: str) -> Optional[np.ndarray]:
     """t as the step used it: after the reset rule of the forward (t = 0 there)."""
     t = before.get(f"{layer}.threshold")
     W = before.get(f"{layer}.weight")
-    if t is None or W is None or method == "dense":
+    if t is None or W is None or not methods.get(method).threshold_mask:
         return t
     return tb.forward_mask(_rows(W), t, method)[1]
 
@@ -257,14 +259,14 @@ def _read_forward_unexposed(before, method: str) -> str:
     for name in [k[:-len(".threshold")] for k in before if k.endswith(".threshold")]:
         W, t = _rows(before[f"{name}.weight"]), before[f"{name}.threshold"]
         x = np.abs(W) - tb.effective_threshold(t, method)[:, None]
-        density = tb.H(x).mean()
+        density = density_before_reset(W, t, method)
         if tb.RESET_DENSITY < density <= 0.05:
             found.append(f"{name} keeps {density:.1%} (SPEC resets at <= 1 % only)")
         elif density <= tb.RESET_DENSITY:
             found.append(f"{name} keeps {density:.1%} (SPEC resets t to 0 and recomputes M)")
         if np.any(x == 0):
             found.append(f"{name} has weights with |W| = |t| (H(0) = 0: strict >)")
-        if method == "dfbst" and np.any(t < 0):
+        if methods.get(method).abs_threshold and np.any(t < 0):
             found.append(f"{name} has t < 0 (M uses |t|)")
     where = "; ".join(found[:8])
     return ("the forward differs; your masks M are not exposed, so they were not compared: the "
@@ -290,10 +292,10 @@ def explain(first: Divergence, bad: List[Divergence], before: Dict[str, np.ndarr
     try:
         if stage == "forward" and q == "logits":
             layer = _first_layer([r for r in bad if r.stage == "mask"], ".mask")
-            if layer is not None and method != "dense":
+            if layer is not None and methods.get(method).threshold_mask:
                 reading = (f"{layer}'s forward mask M, "
                            + _read_forward_mask(layer, before, ours, theirs, method))
-            elif method != "dense" and not any(k.endswith(".mask") for k in theirs["mask"]):
+            elif methods.get(method).threshold_mask and not any(k.endswith(".mask") for k in theirs["mask"]):
                 reading = _read_forward_unexposed(before, method)
             else:
                 reading = "the forward differs with identical masks M: the layer products or the architecture"

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Sequence
 
-import numpy as np
 import torch
 
-from .. import textbook as tb
+from .. import methods
 
 #: stress=True multiplies the inputs by this, so that the gradient norm exceeds the clip norm.
 STRESS_INPUT_SCALE = 8.0
@@ -26,11 +25,6 @@ def masked_layer_names(names: Sequence[str]) -> List[str]:
 STRESS_LOW_DENSITY = 0.03
 #: Estimator inputs x stress places in h's plateau (0.4 < |x| <= 1) and tail (|x| > 1).
 STRESS_PLATEAU, STRESS_TAIL = 0.7, 1.5
-
-
-def masks_with_abs_t(method: str) -> bool:
-    """Whether ``method``'s forward mask compares |W| with |t| (DFBST) rather than with t (DST)."""
-    return bool(tb.effective_threshold(np.array([-1.0]), method)[0] > 0)
 
 
 def _rows_of(n_rows: int, *wanted: int) -> List[int]:
@@ -63,7 +57,7 @@ def apply_stress(params: Mapping[str, torch.Tensor], method: str) -> Dict[str, s
     low = max(layers, key=lambda n: size[n]) if len(layers) > 1 else None
     reset = next((n for n in layers[1:] + layers[:1] if n != low), layers[0])
     done = {}
-    abs_t = masks_with_abs_t(method)
+    abs_t = methods.get(method).abs_threshold      # DFBST's tau = |t|, DST's tau = t
     with torch.no_grad():
         for layer in layers:
             W = params[f"{layer}.weight"]

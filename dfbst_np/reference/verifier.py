@@ -239,8 +239,8 @@ class _Run:
         self.warnings: List[str] = []
         self.torch_model, self.step, self.batches = torch_model, step, batches
         self.method, self.settings, self.schedule = method, settings, schedule
-        self.masked = methods.get(method).masked
-        self.learns_u = "dthreshold" in methods.get(method).params
+        self.masked = methods.get(method).threshold_mask
+        self.learns_u = methods.get(method).learns_backward_mask
         self.names, self.end_epoch = names, end_epoch
         self.rtol, self.atol, self.floors = rtol, atol, floors
         self.float32_masks = float32_masks

@@ -22,7 +22,6 @@ and :mod:`dfbst_np.methods.textbook_rule`.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
@@ -101,11 +100,6 @@ class MaskedLayer:
     @property
     def float32_masks(self) -> bool:
         return self.settings.float32_masks
-
-    @float32_masks.setter
-    def float32_masks(self, value) -> None:
-        # The verifier sets the mask dtype per layer once it has seen the user's masks.
-        self.settings = dataclasses.replace(self.settings, float32_masks=bool(value))
 
     @property
     def weight_grad(self) -> str:

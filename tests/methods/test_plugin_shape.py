@@ -22,12 +22,9 @@ PACKAGE = ROOT / "dfbst_np"
 NAMES = "dfbst|dst|dense|gmp|set|rigl"
 COMPARISON = re.compile(rf"""method\s*(==|!=|in)\s*[\("']|["']({NAMES})["']\s*(==|!=|in)|\.method\s*(==|!=)""")
 
-# being removed: the verifier's files, which the lead is cleaning of method names
-NAME_TESTS_ALLOWED = {"reference/verifier.py", "reference/readings.py", "reference/verdict.py",
-                      "reference/coverage.py"}
+NAME_TESTS_ALLOWED: set = set()
 MAX_LINES = 600
-# being removed: the verifier is being split below the limit
-LONG_ALLOWED = {"reference/verifier.py"}
+LONG_ALLOWED: set = set()
 
 
 def modules():

@@ -59,6 +59,8 @@ def test_layers_are_told_at_construction():
     assert impls == {id(methods.get("dst").textbook)} and len(settings) == 1   # one shared object
     with pytest.raises(AttributeError):
         fast.settings.float32_masks = True                                       # frozen
+    with pytest.raises(AttributeError):
+        fast.float32_masks = True              # read from the settings, never set on a layer
     mixed = build("lenet300_100", method="dst")
     mixed.fc2 = MaskedLinear(300, 100, method="dst", impl="textbook")
     with pytest.raises(ValueError, match="different implementations"):
