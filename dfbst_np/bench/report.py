@@ -47,14 +47,15 @@ def markdown_table(rows, models=MODELS) -> str:
                     key=lambda g: (models.index(g[0]) if g[0] in models else 9, g[1]))
     for m, b in groups:
         sub = find(rows, model=m, batch=b)
-        dens = sorted({r["target_density"] for r in sub if r["variant"] == "dfbst"}, reverse=True)
+        dens = sorted({r["target_density"] for r in find(sub, variant="dfbst")}, reverse=True)
         for d in dens:
             cells = []
             for impl, name, path, _ in cols:
-                hit = [r for r in sub if r["impl"] == impl and r["variant"] == name and r["path"] == path
-                       and (name == "dense" or r["target_density"] == d)]
+                # a dense row has one density (1) and stands in every row of its group
+                hit = [r for r in find(sub, impl=impl, variant=name, path=path)
+                       if r["target_density"] in (d, 1)]
                 cells.append(f"{hit[0]['median_ms']:.2f}" if hit else "")
-            ref = [r for r in sub if r["variant"] == "dfbst" and r["path"] == "auto" and r["target_density"] == d]
+            ref = find(sub, variant="dfbst", path="auto", target_density=d)
             seen = f"{ref[0]['fwd_density']:.3f}/{ref[0]['bwd_density']:.3f}" if ref else f"{d:g}"
             lines.append(f"| {m} | {b} | {seen} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -131,8 +132,8 @@ def targets(rows, key: str = "median_ms") -> List[str]:
         hit = find(src, **kw)
         return hit[0] if hit else None
 
-    low = sorted({r["target_density"] for r in rows if r["variant"] == "dfbst"
-                  and r["target_density"] <= 0.1 + 1e-9}, reverse=True)
+    low = sorted({r["target_density"] for r in find(rows, variant="dfbst")
+                  if r["target_density"] <= 0.1 + 1e-9}, reverse=True)
     # 1. exact DFBST, LeNet-300-100, batch 64: >= 3x the authors' step (both pinned)
     # 2. and <= 1.5x the NumPy dense step; 3. its mask work against the memory floor
     dense64 = med(model="lenet300_100", batch=64, impl="dfbst_np", variant="dense")
