@@ -18,18 +18,21 @@ under float32 masks an entry of dt (and of du, whose terms
 :math:`\operatorname{fl_{32}}(\beta\, \partial V/\partial g_{ij}\, dW_{ij})\, h(\cdot)` are rounded the
 same way) may differ by
 
-.. math:: \epsilon_i = 2^{-22} \sum_j |\text{term}_{ij}|
+.. math:: \epsilon_i = 1.01 \cdot 2^{-23} \sum_j |\text{term}_{ij}|
 
-besides the relative tolerance: twice the sum of one-ulp flips in every
-term, the factor 2 covering that the terms are read from dfbst_np's side.
+besides the relative tolerance: a one-ulp flip in every term (each side
+rounds once, so the two roundings of nearly equal values are at most one
+float32 spacing apart, and a spacing is at most :math:`2^{-23}` of the
+value), with 1 % for reading the terms' sizes from dfbst_np's side.
 A rule that is wrong (another slope of h, t for |t|, s(0) = -1, a missing
 normalisation) moves dt by a sizeable fraction of its terms, far beyond
-:math:`2^{-22} \approx 2.4 \times 10^{-7}` of their sum; the tests check that
+:math:`2^{-23} \approx 1.2 \times 10^{-7}` of their sum; the tests check that
 such rules still diverge with the slack in place.
 
-The slack follows the error where it goes in one step: the used gradient,
-the momentum buffer (``buf = mu * buf_prev + g``: the same absolute error)
-and the parameter (``p - lr * buf``: lr times it). Float64 masks round
+The slack follows the error where it goes in one step: the used gradient
+(clipped: c times it, with c = min(1, clip_norm / ||g||)), the momentum
+buffer (``buf = mu * buf_prev + g``: the same absolute error as the used
+gradient) and the parameter (``p - lr * buf``: lr times that). Float64 masks round
 nothing, and get no slack.
 """
 from __future__ import annotations
@@ -40,9 +43,9 @@ import numpy as np
 
 from .. import textbook as tb
 
-#: Twice float32's largest relative spacing: two neighbouring float32 values
-#: differ by at most 2**-23 of either.
-FLOAT32_FLIP = 2.0 ** -22
+#: Float32's largest relative spacing (two neighbouring float32 values differ by
+#: at most 2**-23 of either), with 1 % for terms read from dfbst_np's side.
+FLOAT32_FLIP = 1.01 * 2.0 ** -23
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -81,19 +84,29 @@ def dthreshold_terms(dWs: Sequence[np.ndarray], us: Sequence[np.ndarray], beta: 
             for dV_dg, dW, z in zip(dV_dgs, dWs, zs)]
 
 
-def spread(slack: Mapping[str, np.ndarray], lr: float) -> Dict[str, Dict[str, np.ndarray]]:
+def spread(slack: Mapping[str, np.ndarray], lr: float,
+           clip: float = 1.0) -> Dict[str, Dict[str, np.ndarray]]:
     """Per stage, the slack of each quantity a parameter's gradient error reaches in one step.
 
     ``slack`` maps parameter names (``"fc1.threshold"``) to their gradient's
-    slack; the result maps stage -> quantity -> slack.
+    slack; ``clip`` is the factor clipping multiplied the gradients by (1
+    when it did not fire). The result maps stage -> quantity -> slack.
     """
     out: Dict[str, Dict[str, np.ndarray]] = {"grad": {}, "used_grad": {}, "update": {}}
     for name, eps in slack.items():
         out["grad"][name] = eps
-        out["used_grad"][name] = eps
-        out["update"][f"{name}.momentum_buffer"] = eps
-        out["update"][name] = abs(lr) * eps
+        out["used_grad"][name] = clip * eps
+        out["update"][f"{name}.momentum_buffer"] = clip * eps
+        out["update"][name] = abs(lr) * clip * eps
     return out
+
+
+def clip_factor(grad_norm: float, clip_norm) -> float:
+    """The factor clipping multiplies every gradient by: min(1, clip_norm / ||g||)
+    (1 without clipping), with 0.1 % for reading ||g|| from dfbst_np's side."""
+    if clip_norm is None or not grad_norm > clip_norm:
+        return 1.0
+    return min(1.0, 1.001 * clip_norm / grad_norm)
 
 
 def float32_slack(before: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],

@@ -471,7 +471,7 @@ class _Run:
                 self._load_twin(before, theirs["momentum_before"])
                 ours, stats = self._ours(x, y, epoch, index)
                 ours["start"], theirs["start"] = self._start_stage(before, theirs)
-                rows = self._compare(epoch, index, ours, theirs, self._slack(before, ours))
+                rows = self._compare(epoch, index, ours, theirs, self._slack(before, ours, stats))
                 self.rows += rows
                 coverage.record(epoch, before, ours, stats.grad_norm, self.settings["clip_norm"])
                 if self.first is None:
@@ -485,7 +485,7 @@ class _Run:
         self.coverage = coverage.seen
         return self._report()
 
-    def _slack(self, before, ours) -> Dict[str, Dict[str, np.ndarray]]:
+    def _slack(self, before, ours, stats) -> Dict[str, Dict[str, np.ndarray]]:
         """Float32 masks' legitimate rounding in dt and du (:mod:`.rounding`): stage -> quantity -> slack."""
         layers = masked_layer_names(list(before))
         rounded = [n for n, layer in np_masked_layers(self.np_model)
@@ -497,7 +497,8 @@ class _Run:
         eps.update({q: v for q, v in self.u_slack.items() if q in grads})
         self.u_slack = (rounding.float32_slack_u(before, grads, layers, rounded,
                                                  self.settings["beta"]) if self.learns_u else {})
-        return rounding.spread(eps, self.trainer.lr)
+        clip = rounding.clip_factor(stats.grad_norm, self.settings["clip_norm"])
+        return rounding.spread(eps, self.trainer.lr, clip)
 
     # -- the report ------------------------------------------------------------
     def _report(self) -> VerifyReport:

@@ -75,6 +75,17 @@ def test_spread_follows_the_error_through_one_step():
     np.testing.assert_allclose(s["update"]["fc1.threshold"], [0.1, 0.2], rtol=1e-15)
 
 
+def test_clipping_scales_what_reaches_the_step():
+    eps = {"fc1.threshold": np.array([1.0, 2.0])}
+    c = rounding.clip_factor(grad_norm=4.0, clip_norm=1.0)
+    assert 0.25 <= c <= 0.25 * 1.01
+    s = rounding.spread(eps, lr=0.1, clip=c)
+    np.testing.assert_array_equal(s["grad"]["fc1.threshold"], [1.0, 2.0])    # before clipping
+    np.testing.assert_allclose(s["used_grad"]["fc1.threshold"], [c, 2 * c], rtol=1e-15)
+    np.testing.assert_allclose(s["update"]["fc1.threshold"], [0.1 * c, 0.2 * c], rtol=1e-15)
+    assert rounding.clip_factor(0.5, 1.0) == 1.0 and rounding.clip_factor(5.0, None) == 1.0
+
+
 # -- a sum that cancels, rounded on two CPUs -------------------------------
 def _cancelling_layer():
     """One row whose dt terms nearly cancel: sum |terms| / |dt| is about 1e4."""
