@@ -136,3 +136,36 @@ def test_a_forward_ending_in_log_softmax_verifies_with_nll_loss():
     trainer = NLLNoPlateau(model)
     report = verify(model, trainer, data, stress=True, end_epoch=trainer.end_epoch)
     assert not report.ok and report.first.stage == "grad"
+
+
+def _untraceable_reference():
+    """The reference LeNet-300-100 behind a forward torch.fx cannot trace (a data-dependent
+    branch): verify falls back to the built-in twin and reads the mask dtype off the masks."""
+    torch.manual_seed(0)
+    model = build("lenet300_100", method="dfbst", dtype=torch.float64)
+
+    class Untraceable(type(model)):
+        def forward(self, x):
+            if float(x.sum()) > -1e300:
+                return super().forward(x)
+            return None
+
+    model.__class__ = Untraceable
+    trainer = ReferenceTrainer(model)
+    g = np.random.default_rng(0)
+    batches = [(g.random((4, 1, 28, 28)), g.integers(0, 10, 4)) for _ in range(3)]
+    return model, (lambda m, x, y, epoch, index: trainer.step(x, y, epoch, index)), trainer, batches
+
+
+def test_untraced_model_gets_a_built_in_twin_with_the_masks_dtype_it_exposes():
+    model, step, trainer, batches = _untraceable_reference()
+    report = verify(model, step, batches, end_epoch=trainer.end_epoch, stress=True)
+    assert report.ok, str(report)[:2000]
+    assert "dfbst_np's lenet300_100" in report.summary
+    assert "float32 masks, as your exposed masks are" in report.summary
+    assert any("torch.fx cannot trace" in w for w in report.warnings)
+    # the dtype matters: the same code against float64 masks is not OK
+    model, step, trainer, batches = _untraceable_reference()
+    report = verify(model, step, batches, end_epoch=trainer.end_epoch, stress=True,
+                    float32_masks=False)
+    assert not report.ok and "float64 masks, as passed" in report.summary
