@@ -8,6 +8,7 @@ look at stderr.
 """
 import dataclasses
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -184,21 +185,27 @@ def test_bad_config_json_names_the_file(run_dir, edit, named, capsys):
 
 
 def test_divergence_names_epoch_step_and_suggests_a_smaller_lr(tmp_path, capsys):
+    # lr 1e38: with clipping, each step moves a weight by up to lr, so even the last
+    # layer's bias alone (all ReLUs dead) overflows float32 within a few steps; a
+    # smaller lr diverges or not depending on the dynamics, hence on the CPU.
     out = tmp_path / "d"
-    assert main(["train", "--method", "dense", "--lr", "1e6", "--epochs", "2", "--out", str(out),
+    assert main(["train", "--method", "dense", "--lr", "1e38", "--epochs", "2", "--out", str(out),
                  "--train-limit", "512", "--test-limit", "50", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    # CPUs differ in which non-finite value comes first (AMD: inf, Intel: NaN): either is right.
-    one_error_line(err, "diverged in epoch 1, step", "smaller learning rate", "--lr",
-                   "this run's is 1e+06")
-    assert "nan" in err.lower() or "inf" in err.lower(), err
+    one_error_line(err, "smaller learning rate", "--lr", "this run's is 1e+38")
+    # Which non-finite value comes first (AMD: inf, Intel: NaN) and where it shows
+    # (a layer's input, a gradient, the loss, the norm) depend on the CPU: any is right,
+    # as long as the message says when and what.
+    assert re.search(DIVERGED, err), err
     # The API stops the same way, with the project's error (never a StopIteration).
-    cfg = default_config("lenet300_100", "dfbst", dataset="sample", epochs=1, lr=1e6,
+    cfg = default_config("lenet300_100", "dfbst", dataset="sample", epochs=1, lr=1e38,
                          train_limit=512, test_limit=50)
-    # Where it shows first (a parameter's gradient, or the loss) depends on the CPU too.
-    with pytest.raises(DfbstError, match=r"diverged in epoch 1, step \d+: .*(gradient of '\w+\.\w+'"
-                                         r"|CrossEntropyLoss|the loss is).*smaller learning rate"):
+    with pytest.raises(DfbstError, match=DIVERGED + r".*smaller learning rate"):
         Run(cfg, tmp_path / "api").train(progress=False, log=lambda s: None)
+
+
+#: A divergence message: the epoch, the step (or the test pass), and a cause naming NaN or inf.
+DIVERGED = r"(?i)diverged in epoch 1, (step \d+|the test pass): [^\n]*(nan|inf)"
 
 
 def test_float32_norm_overflow_is_not_divergence():
