@@ -80,11 +80,7 @@ class FastRigL(RigLHooks, FastMaskHooks, FastRule):
         st = layer.state
         st.keep = keep = st.keep.copy()     # a new array: see FastMaskHooks
         gone, new = tp.rigl_update_(layer.weight2d, keep, grad, f)
-        changed = np.zeros(keep.shape, dtype=bool)
-        flat = changed.reshape(-1)
-        flat[gone] = True
-        flat[new] = True
-        return changed
+        return self.changed_entries(keep, gone, new)
 
 
 class TextbookRigL(RigLHooks, TextbookMaskHooks, TextbookRule):
@@ -93,12 +89,8 @@ class TextbookRigL(RigLHooks, TextbookMaskHooks, TextbookRule):
         return super().grads(layer, A, M)
 
     def grow(self, layer, grad, f):
-        st, W = layer.state, layer.weight2d
-        W_new, M_new = tb.rigl_update(W, st.keep, grad, f)
-        changed = st.keep != M_new
-        W[...] = W_new
-        st.keep[...] = M_new
-        return changed
+        W_new, M_new = tb.rigl_update(layer.weight2d, layer.state.keep, grad, f)
+        return self.install(layer, W_new, M_new)
 
 
 METHOD = Method(

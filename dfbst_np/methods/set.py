@@ -52,21 +52,14 @@ class FastSET(SETHooks, FastMaskHooks, FastRule):
         st = layer.state
         st.keep = keep = st.keep.copy()     # a new array: see FastMaskHooks
         gone, new = tp.set_update_(layer.weight2d, keep, self.options["zeta"], rng, layer_init(layer))
-        changed = np.zeros(keep.shape, dtype=bool)
-        flat = changed.reshape(-1)
-        flat[gone] = True
-        flat[new] = True
-        return changed
+        return self.changed_entries(keep, gone, new)
 
 
 class TextbookSET(SETHooks, TextbookMaskHooks, TextbookRule):
     def evolve(self, layer, rng):
-        st, W = layer.state, layer.weight2d
-        W_new, M_new = tb.set_update(W, st.keep, self.options["zeta"], rng, layer_init(layer))
-        changed = st.keep != M_new
-        W[...] = W_new
-        st.keep[...] = M_new
-        return changed
+        W_new, M_new = tb.set_update(layer.weight2d, layer.state.keep, self.options["zeta"], rng,
+                                     layer_init(layer))
+        return self.install(layer, W_new, M_new)
 
 
 METHOD = Method(

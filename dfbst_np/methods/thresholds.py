@@ -11,7 +11,6 @@ hooks wrap :mod:`dfbst_np.sparse.mask_rule`, the textbook hooks
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .. import textbook as tb
 from ..sparse.mask_rule import forward_mask, layer_grads, threshold_penalty

@@ -193,9 +193,28 @@ class FastMaskHooks(TopologyHooks):
     def mask_inputs(self, layer):
         return (layer.state.keep,)
 
+    @staticmethod
+    def changed_entries(keep, gone, new) -> np.ndarray:
+        """bool like ``keep``: True at the flat indices ``gone`` and ``new`` (that left or entered M)."""
+        changed = np.zeros(keep.shape, dtype=bool)
+        flat = changed.reshape(-1)
+        flat[gone] = True
+        flat[new] = True
+        return changed
+
 
 class TextbookMaskHooks(TopologyHooks):
     """The textbook implementation's forward mask: the stored ``keep`` as 0/1."""
 
     def forward_mask(self, layer, W):
         return layer.state.keep.astype(W.dtype)
+
+    @staticmethod
+    def install(layer, W_new, M_new) -> np.ndarray:
+        """Write a topology update's W and M into the layer (in place); returns the entries
+        that left or entered M, bool (out, fan_in)."""
+        st = layer.state
+        changed = st.keep != M_new
+        layer.weight2d[...] = W_new
+        st.keep[...] = M_new
+        return changed

@@ -9,7 +9,6 @@
 * a bad option value, an option of another method, and ``--backend torch``
   are refused in one line, exit 2.
 """
-import os
 import signal
 import subprocess
 import sys
@@ -20,14 +19,7 @@ import pytest
 from dfbst_np.train.run import read_metrics
 from dfbst_np.train.config import RunConfig
 
-
-def _train(*args, kill_at=None):
-    env = dict(os.environ)
-    env.pop("DFBST_KILL_AT", None)
-    if kill_at:
-        env["DFBST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "dfbst_np", "train", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+from tests.train.folder_checks import train as _train
 
 
 def _metrics(folder):

@@ -41,6 +41,13 @@ def cli(*args, env=None, timeout=120, **kw):
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def train(*args, kill_at=None, timeout=600):
+    """``python -m dfbst_np train ARGS`` in a subprocess, SIGKILLed at ``kill_at`` if given
+    (``DFBST_KILL_AT``, see dfbst_np.train.checkpoint.kill_point)."""
+    return cli("train", *args, env={"DFBST_KILL_AT": kill_at} if kill_at else None,
+               timeout=timeout)
+
+
 def start_stopped(*args, stop_at: str, timeout: float = 120) -> subprocess.Popen:
     """Start ``python -m dfbst_np ARGS`` and return once it has SIGSTOPped itself at ``stop_at``
     (``DFBST_STOP_AT``, see dfbst_np.train.checkpoint.kill_point): a known state, no timing."""

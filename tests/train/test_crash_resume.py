@@ -9,26 +9,16 @@ exactly, without timing. Points: ``step`` (before the n-th training step),
 (renamed, metrics.csv not yet rewritten). 128 images, batch 64: 2 steps per
 epoch, 3 epochs, float64.
 """
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from dfbst_np.train.run import read_metrics
 
+from .folder_checks import train as _train
+
 ARGS = ["--epochs", "3", "--train-limit", "128", "--test-limit", "50", "--dtype", "float64",
         "--no-progress"]
-
-
-def _train(*args, kill_at=None):
-    env = dict(os.environ)
-    env.pop("DFBST_KILL_AT", None)
-    if kill_at:
-        env["DFBST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "dfbst_np", "train", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def _metrics(folder):

@@ -69,19 +69,6 @@ def fill(folder):
     return ballast
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "done"
-    assert main(["train", "--epochs", "2", "--out", str(out), *SMALL]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    shutil.copytree(finished, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def test_a_new_run_on_a_full_disk_writes_nothing(tmp_path, capsys):
     with tmpfs(tmp_path / "small", "300k") as disk:
         for out in (disk / "new", disk):

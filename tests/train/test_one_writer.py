@@ -5,7 +5,6 @@ holds the lock (``DFBST_STOP_AT``), so the second command meets a known state
 without any timing; the first is then continued and must finish as if alone.
 """
 import os
-import shutil
 
 import pytest
 
@@ -22,12 +21,6 @@ def finished(tmp_path_factory):
     r = cli("train", "--epochs", "1", "--out", out, *SMALL)
     assert r.returncode == 0, r.stderr
     return out
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    shutil.copytree(finished, tmp_path / "run")
-    return tmp_path / "run"
 
 
 def test_resume_and_overwrite_while_a_train_runs_are_refused(tmp_path):

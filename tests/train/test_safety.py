@@ -9,13 +9,13 @@ look at stderr.
 import dataclasses
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+
 import pytest
 
 from dfbst_np.cli import main
@@ -25,35 +25,13 @@ from dfbst_np.train.config import RunConfig, default_config
 from dfbst_np.train.run import Run, load_data, read_metrics
 from dfbst_np.train.trainer import Trainer
 
-SMALL = ["--train-limit", "128", "--test-limit", "50", "--dtype", "float64", "--no-progress"]
+from .folder_checks import SMALL, one_error_line
 
 
 def snapshot(folder):
     """Every file under ``folder`` with its bytes and mtime: what "unchanged" means."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str, *words):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for w in words:
-        assert str(w) in lines[0], (w, lines[0])
-    assert "Traceback" not in err
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished two-epoch run (float64, 128 images); tests copy it."""
-    out = tmp_path_factory.mktemp("runs") / "done"
-    assert main(["train", "--epochs", "2", "--out", str(out), *SMALL]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    shutil.copytree(finished, tmp_path / "run")
-    return tmp_path / "run"
 
 
 # -- 1. a run folder is never overwritten --------------------------------------------------

@@ -16,16 +16,10 @@ from .folder_checks import SMALL, one_error_line, sha256_listing
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished two-epoch run (float64, 128 images, milestones [1]); tests copy it."""
+    """A finished two-epoch run (float64, 128 images, milestones [1]); tests copy it (run_dir, tests/train/conftest.py)."""
     out = tmp_path_factory.mktemp("runs") / "done"
     assert main(["train", "--epochs", "2", "--seed", "3", "--out", str(out), *SMALL]) == 0
     return out
-
-
-@pytest.fixture
-def run_dir(finished, tmp_path):
-    shutil.copytree(finished, tmp_path / "run")
-    return tmp_path / "run"
 
 
 def refused(run_dir, capsys, *words, args=("--epochs", "3")):
