@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import numpy as np
 
 from ..errors import CheckpointError, StorageError, is_disk_error, storage_error
+from ..interrupts import deferred
 
 __all__ = ["CheckpointError", "EntryHeader", "check_entries", "load_checkpoint", "read_headers",
            "remove_stale_temp_files", "save_checkpoint", "strip_prefix", "with_prefix",
@@ -83,10 +84,12 @@ def _write_via_temp(path: Path, write, point: Optional[str] = None) -> None:
     failure the user's disk causes (full, read-only, ...) is a one-line
     :class:`~dfbst_np.errors.StorageError` naming ``path``.
     """
-    tmp = None
+    tmp = f = None
     try:
-        fd, tmp = _create_temp(path)
-        with os.fdopen(fd, "wb") as f:
+        with deferred():        # Ctrl-C cannot fall between creating the file and knowing its name
+            fd, tmp = _create_temp(path)
+            f = os.fdopen(fd, "wb")
+        with f:
             if point:
                 kill_point(f"{point}-opened")
             write(f)
@@ -96,6 +99,11 @@ def _write_via_temp(path: Path, write, point: Optional[str] = None) -> None:
             kill_point(f"{point}-written")
         os.replace(tmp, path)
     except BaseException as e:
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
         if tmp is not None:
             try:
                 Path(tmp).unlink(missing_ok=True)
