@@ -83,6 +83,9 @@ class TorchBackend(Backend):
     def __init__(self, cfg, initial, num_classes: int) -> None:
         self.device = torch.device(cfg.device)
         self.method = cfg.method
+        # The NumPy backend's kernel costs, if the checkpoint had them: torch chooses no
+        # kernels, but a run switched back to NumPy finds them as they were.
+        self._numpy_costs: Dict[str, np.ndarray] = {}
         # build() initialises from torch's global generator; the weights are
         # replaced below, and the caller's generator is left as it was.
         with torch.random.fork_rng(devices=[]):
@@ -199,6 +202,7 @@ class TorchBackend(Backend):
             for kind, mask in (("mask", layer.mask), ("dmask", layer.dmask)):
                 if mask is not None:
                     arrays[f"{kind}/{name}"] = (mask != 0).cpu().numpy()
+        arrays.update(self._numpy_costs)
         return arrays
 
     def optional_state(self) -> Dict[str, np.ndarray]:
@@ -214,6 +218,7 @@ class TorchBackend(Backend):
         self.model.load_state_dict(to_torch_state_dict(strip_prefix("model", arrays), like=self.model))
         self._load_optimizer(strip_prefix("optim", arrays))
         self._load_scheduler(strip_prefix("sched", arrays))
+        self._numpy_costs = {k: v.copy() for k, v in arrays.items() if k.startswith("costs/")}
 
     def _load_optimizer(self, optim: Dict[str, np.ndarray]) -> None:
         params = dict(self.model.named_parameters())

@@ -24,17 +24,18 @@ than in isolated timings are module constants below, each with its reason.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
-
+import contextlib
 import threading
+from dataclasses import astuple, dataclass, fields
+from typing import Dict, Iterator, Mapping, Optional
 
 import numpy as np
 
 from ..runtime import blas_thread_count, threads_for
 from . import cost_cache
 
-__all__ = ["KernelCosts", "COSTS", "BUILTIN", "costs_for", "model_info", "crossover_density",
+__all__ = ["KernelCosts", "COSTS", "BUILTIN", "costs_for", "model_info", "in_use", "using",
+           "to_array", "from_array", "crossover_density",
            "choose_path", "sampled_crossover", "dots_are_cheaper", "SPARSE_IN_STEP_T",
            "GIVEN_NNZ_NS", "SAMPLED_IN_STEP", "DOT_CALL_US", "DOT_NS"]
 
@@ -188,6 +189,60 @@ def costs_for(dtype) -> KernelCosts:
             c = COSTS.get(dtype)
             if c is None:
                 c = COSTS[dtype] = _load(dtype)
+    return c
+
+
+def in_use() -> Dict[np.dtype, KernelCosts]:
+    """The costs in use now, per dtype loaded so far in this process (a copy of :data:`COSTS`).
+
+    A run records them in its checkpoint, so that resumed it chooses the same
+    paths as it did: in float64 as in float32 a sparse and a dense product
+    differ in their last bits, so another choice gives other numbers.
+    """
+    with _lock:
+        return dict(COSTS)
+
+
+@contextlib.contextmanager
+def using(costs: Mapping[np.dtype, KernelCosts]) -> Iterator[None]:
+    """Use ``costs`` (per dtype) for the ``with`` block; the costs in use before come back after.
+
+    Dtypes not in ``costs`` keep their costs (loaded or measured on first use as usual).
+    """
+    costs = {np.dtype(dt): c for dt, c in costs.items()}
+    for dt, c in costs.items():
+        if dt not in BUILTIN or not isinstance(c, KernelCosts) or not _valid(c):
+            raise ValueError(f"kernel costs for {dt} must be valid KernelCosts, got {c!r}")
+    with _lock:
+        saved = {dt: COSTS.get(dt) for dt in costs}
+        COSTS.update(costs)
+    try:
+        yield
+    finally:
+        with _lock:
+            for dt, c in saved.items():
+                if c is None:
+                    COSTS.pop(dt, None)
+                else:
+                    COSTS[dt] = c
+
+
+def to_array(c: KernelCosts) -> np.ndarray:
+    """The costs as a float64 vector, in :class:`KernelCosts`' field order (for a checkpoint)."""
+    return np.array(astuple(c), dtype=np.float64)
+
+
+def from_array(values: np.ndarray) -> KernelCosts:
+    """The inverse of :func:`to_array`; ValueError for a vector of another length or unusable costs."""
+    values = np.asarray(values)
+    n = len(fields(KernelCosts))
+    if values.shape != (n,) or values.dtype.kind != "f":
+        raise ValueError(f"kernel costs must be {n} floats, got shape {values.shape} and dtype "
+                         f"{values.dtype}")
+    c = KernelCosts(*(float(v) for v in values))
+    if not _valid(c):
+        raise ValueError(f"kernel costs must be finite, non-negative and the product costs "
+                         f"positive, got {c}")
     return c
 
 

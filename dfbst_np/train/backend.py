@@ -13,6 +13,10 @@ only this interface of it:
   ``optional_state()`` (templates of the entries a checkpoint may lack);
   a backend module may offer ``check_method(method)``, which refuses a
   method it has no twin of;
+* ``kernel_costs()``: a ``with`` block in which the backend's choice of
+  kernels is the one its checkpoint recorded (the NumPy backend's ``costs/``
+  entries, :data:`COST_ENTRIES`; a backend without such a choice has nothing
+  to do);
 * ``model``: the backend's own model object.
 
 ``numpy`` is :class:`NumpyBackend` below. Other backends register
@@ -23,10 +27,12 @@ themselves (:func:`dfbst_np.backend_registry.register_backend`): ``torch``,
 ``dfbst_np.train`` imports ``dfbst_np.reference``. Both
 start from the same initial weights, those the NumPy model draws from
 ``default_rng(seed)``, and both write the same checkpoint keys and arrays,
-so a run may continue on either.
+so a run may continue on either (the NumPy backend adds its kernel costs,
+``costs/``, which the torch backend keeps as it found them).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import numpy as np
@@ -34,6 +40,7 @@ import numpy as np
 from .. import methods
 from ..backend_registry import backend_names, load_backend
 from ..models import build
+from ..sparse import costs as kernel_costs
 from ..sparse.masked import masked_layers
 from ..errors import ConfigError
 from .checkpoint import strip_prefix, with_prefix
@@ -41,6 +48,13 @@ from .config import RunConfig
 from .trainer import StepStats, Trainer, evaluate
 
 DEVICES = ("cpu", "cuda")
+
+#: Templates of the checkpoint entries that record the NumPy backend's kernel
+#: costs (``costs/<dtype>``, :func:`dfbst_np.sparse.costs.to_array`): optional
+#: (older checkpoints and the torch backend's lack them), ignored by backends
+#: that choose no kernels.
+COST_ENTRIES = {f"costs/{np.dtype(dt).name}": kernel_costs.to_array(c)
+                for dt, c in kernel_costs.BUILTIN.items()}
 
 
 class BackendUnavailable(ConfigError):
@@ -125,6 +139,11 @@ class Backend:
         the momentum buffers of parameters that never had a gradient, the masks."""
         raise NotImplementedError
 
+    def kernel_costs(self):
+        """A ``with`` block in which the kernel choices are those the loaded checkpoint
+        recorded (none here)."""
+        return contextlib.nullcontext()
+
 
 class NumpyBackend(Backend):
     """The NumPy :class:`~.trainer.Trainer` and its model, as the run loop drives them."""
@@ -133,6 +152,7 @@ class NumpyBackend(Backend):
 
     def __init__(self, model, trainer: Trainer) -> None:
         self.model, self.trainer = model, trainer
+        self._costs: Dict[np.dtype, kernel_costs.KernelCosts] = {}   # recorded by the checkpoint
 
     def step(self, x: np.ndarray, y: np.ndarray, epoch: int, index: int) -> StepStats:
         return self.trainer.step(x, y, epoch=epoch, index=index)
@@ -153,6 +173,8 @@ class NumpyBackend(Backend):
                 arrays[f"mask/{name}"] = layer.mask.astype(bool)
             if layer.dmask is not None:
                 arrays[f"dmask/{name}"] = layer.dmask.astype(bool)
+        for dt, c in kernel_costs.in_use().items():   # the "auto" path's choices, for a resume
+            arrays[f"costs/{dt.name}"] = kernel_costs.to_array(c)
         return arrays
 
     def optional_state(self) -> Dict[str, np.ndarray]:
@@ -169,6 +191,18 @@ class NumpyBackend(Backend):
         for name, layer in masked_layers(self.model):    # the predicted mode's last D
             if f"dmask/{name}" in arrays:
                 layer.dmask = arrays[f"dmask/{name}"].astype(layer.dtype)
+        self._costs = {}
+        for dtype, values in strip_prefix("costs", arrays).items():
+            try:
+                self._costs[np.dtype(dtype)] = kernel_costs.from_array(values)
+            except ValueError as e:
+                raise ValueError(f"entry 'costs/{dtype}': {e}") from None
+
+    def kernel_costs(self):
+        """The kernel costs the checkpoint recorded are in use for the ``with`` block
+        (:func:`dfbst_np.sparse.costs.using`): resumed, a run chooses its products'
+        paths as it did before, hence computes the same numbers."""
+        return kernel_costs.using(self._costs)
 
 
 def check_backend(cfg: RunConfig) -> None:

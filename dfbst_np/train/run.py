@@ -29,7 +29,8 @@ from ..errors import (CheckpointError, ConfigError, RunFolderError, StorageError
 from ..runtime import STEP_THREADS, keep_freed_memory, pinned_blas_threads
 from .checkpoint import (EntryHeader, check_entries, kill_point, load_checkpoint, read_headers,
                          save_checkpoint, strip_prefix, with_prefix)
-from .backend import build_model, build_trainer, check_backend, mask_densities, trainer_for
+from .backend import (COST_ENTRIES, build_model, build_trainer, check_backend, mask_densities,
+                      trainer_for)
 from .config import RunConfig
 from .folder import (CHECKPOINT, CONFIG, LOCK, METRICS, FolderLock, check_new_folder,
                      history_arrays, history_rows, lock_folder, read_metrics, remove_stale_files,
@@ -164,9 +165,9 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
                 f"{path}: entry 'sched/milestones' is {value} but milestones in config.json is "
                 f"{list(self.cfg.milestones)}; the checkpoint does not belong to this run's "
                 f"settings: put back the run's own config.json or checkpoint")
-        required = {k: v for k, v in template.items() if k not in checked}
+        required = {k: v for k, v in template.items() if k not in checked and k not in COST_ENTRIES}
         check_entries(path, {k: v for k, v in headers.items() if k not in checked}, required,
-                      self.backend.optional_state())
+                      {**self.backend.optional_state(), **COST_ENTRIES})
         ck = load_checkpoint(path)
         self._check_settings(path, ck, template, epoch)
         for key, value in ck.items():
@@ -269,12 +270,17 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
     def train(self, progress: bool = True, log: Callable[[str], None] = print) -> List[Dict[str, float]]:
         """Train up to ``cfg.epochs``; after every epoch write the checkpoint, then metrics.csv.
 
+        The checkpoint also records the kernel costs the "auto" path chose by
+        (``costs/``); a resumed run uses those, not this machine's cache, which
+        may have been measured again since.
+
         The folder's lock is held from before anything is written until this returns.
         """
         keep_freed_memory()     # the run owns its process: steps reuse their pages
         lock = self._prepare_folder()           # held until the run ends: one writer at a time
         try:
-            return self._train(progress, log)
+            with self.backend.kernel_costs():   # resumed: the kernel choices it made before
+                return self._train(progress, log)
         finally:
             lock.release()
 

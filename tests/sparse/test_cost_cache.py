@@ -5,8 +5,8 @@ fixed costs, so nothing here depends on this machine's timings; the cache
 folder is a tmp folder (XDG_CACHE_HOME). One test runs the real quick fit and
 checks only that it gives usable costs.
 """
+import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -139,3 +139,41 @@ def test_the_quick_fit_gives_usable_costs():
     assert isinstance(c, KernelCosts)
     values = [getattr(c, f) for f in KernelCosts.__dataclass_fields__]
     assert len(values) == 10 and all(np.isfinite(v) and v >= 0 for v in values)
+
+
+# -- costs in force for a block (what a resumed run uses) -------------------------------------
+
+def test_using_puts_costs_in_force_and_restores_what_was_there():
+    f64, f32 = np.dtype(np.float64), np.dtype(np.float32)
+    mine = dataclasses.replace(costs.BUILTIN[f64], sparse_ns=123.0)
+    before = costs.in_use()
+    with costs.using({f64: mine}):
+        assert costs.costs_for(f64) is mine and costs.in_use()[f64] is mine
+        assert costs.in_use().get(f32) == before.get(f32)      # another dtype: untouched
+    assert costs.in_use() == before
+
+
+def test_using_restores_after_an_exception_and_refuses_unusable_costs():
+    f64 = np.dtype(np.float64)
+    before = costs.in_use()
+    with pytest.raises(ZeroDivisionError):
+        with costs.using({f64: dataclasses.replace(costs.BUILTIN[f64], dense_ns=7.0)}):
+            1 / 0
+    assert costs.in_use() == before
+    for bad in (dataclasses.replace(costs.BUILTIN[f64], dense_ns=0.0),
+                dataclasses.replace(costs.BUILTIN[f64], copy_ns=float("nan")), "fast"):
+        with pytest.raises(ValueError, match="valid KernelCosts"):
+            with costs.using({f64: bad}):
+                pass
+    assert costs.in_use() == before
+
+
+def test_to_array_and_back():
+    c = dataclasses.replace(costs.BUILTIN[np.dtype(np.float32)], call_us=3.25)
+    a = costs.to_array(c)
+    assert a.dtype == np.float64 and a.shape == (len(dataclasses.fields(c)),)
+    assert costs.from_array(a) == c
+    for bad, says in ((a[:3], "10 floats"), (a.astype(np.int64), "10 floats"),
+                      (-a, "non-negative")):
+        with pytest.raises(ValueError, match=says):
+            costs.from_array(bad)
