@@ -62,8 +62,9 @@ def test_an_exception_in_the_block_still_puts_the_handlers_back(sigterm_raises):
     assert signal.getsignal(signal.SIGTERM) is sigterm_raises
 
 
-def _signal_after_create(monkeypatch):
-    """os.open that creates the file, then receives SIGTERM before returning its descriptor."""
+def _write_interrupted_after_create(folder, monkeypatch):
+    """write_atomic(folder/config.json) with an os.open that creates the file, then receives
+    SIGTERM before returning its descriptor; returns the file (which held "old")."""
     real = os.open
 
     def opened_then_signalled(path, flags, mode=0o777, **kw):
@@ -72,17 +73,18 @@ def _signal_after_create(monkeypatch):
             signal.raise_signal(signal.SIGTERM)
         return fd
 
+    target = folder / "config.json"
+    target.write_text("old")
     monkeypatch.setattr(os, "open", opened_then_signalled)
+    with pytest.raises(Stopped):
+        write_atomic(target, b"new")
+    monkeypatch.setattr(os, "open", real)
+    return target
 
 
 def test_an_interrupt_right_after_the_temporary_file_is_created_leaves_no_file(
         tmp_path, monkeypatch, sigterm_raises):
-    target = tmp_path / "config.json"
-    target.write_text("old")
-    _signal_after_create(monkeypatch)
-    with pytest.raises(Stopped):
-        write_atomic(target, b"new")
-    monkeypatch.undo()
+    target = _write_interrupted_after_create(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     assert target.read_text() == "old"
 
@@ -92,11 +94,6 @@ def test_without_the_deferral_that_same_interrupt_leaves_a_temporary_file(
     # The premise of the test above: the gap it closes is real (CI once hit it).
     import contextlib
     monkeypatch.setattr(checkpoint, "deferred", contextlib.nullcontext)
-    target = tmp_path / "config.json"
-    target.write_text("old")
-    _signal_after_create(monkeypatch)
-    with pytest.raises(Stopped):
-        write_atomic(target, b"new")
-    monkeypatch.undo()
+    target = _write_interrupted_after_create(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("config.json.*.tmp"))) == 1
     assert target.read_text() == "old"
