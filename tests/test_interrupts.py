@@ -62,8 +62,8 @@ def test_an_exception_in_the_block_still_puts_the_handlers_back(sigterm_raises):
     assert signal.getsignal(signal.SIGTERM) is sigterm_raises
 
 
-def _write_interrupted_after_create(folder, monkeypatch):
-    """write_atomic(folder/config.json) with an os.open that creates the file, then receives
+def _write_interrupted_after_create(folder, monkeypatch, write=write_atomic):
+    """write(folder/config.json, b"new") with an os.open that creates the file, then receives
     SIGTERM before returning its descriptor; returns the file (which held "old")."""
     real = os.open
 
@@ -77,7 +77,7 @@ def _write_interrupted_after_create(folder, monkeypatch):
     target.write_text("old")
     monkeypatch.setattr(os, "open", opened_then_signalled)
     with pytest.raises(Stopped):
-        write_atomic(target, b"new")
+        write(target, b"new")
     monkeypatch.setattr(os, "open", real)
     return target
 
@@ -96,4 +96,15 @@ def test_without_the_deferral_that_same_interrupt_leaves_a_temporary_file(
     monkeypatch.setattr(checkpoint, "deferred", contextlib.nullcontext)
     target = _write_interrupted_after_create(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("config.json.*.tmp"))) == 1
+    assert target.read_text() == "old"
+
+
+def test_the_cost_cache_is_written_the_same_way(tmp_path, monkeypatch, sigterm_raises):
+    from dfbst_np.sparse import cost_cache, costs
+
+    def write(path, _):
+        cost_cache.write(path, {"cpu": "test"}, dict(costs.BUILTIN))
+
+    target = _write_interrupted_after_create(tmp_path, monkeypatch, write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     assert target.read_text() == "old"

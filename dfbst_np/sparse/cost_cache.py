@@ -35,6 +35,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..interrupts import deferred
+
 __all__ = ["MODELS", "model_choice", "cache_dir", "machine_key", "cache_path", "read", "write",
            "cpu_model", "blas_kernel", "FORMAT"]
 
@@ -133,14 +135,20 @@ def write(path: Path, key: Dict[str, str], costs: Dict[np.dtype, object]) -> boo
             "costs": {np.dtype(dt).name: asdict(c) for dt, c in costs.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = f = None
         try:
-            with os.fdopen(fd, "w") as f:
+            with deferred():     # Ctrl-C cannot fall between creating the file and knowing its name
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+                f = os.fdopen(fd, "w")
+            with f:
                 json.dump(data, f, indent=1, sort_keys=True)
             os.replace(tmp, path)
         except BaseException:
             try:
-                os.unlink(tmp)
+                if f is not None:
+                    f.close()
+                if tmp is not None:
+                    os.unlink(tmp)
             except OSError:
                 pass
             raise
