@@ -13,15 +13,17 @@ Two kinds of call live here, and the difference matters:
   process changed behind their back;
 * inside that limit, :func:`product_threads` lifts it again for one product
   large enough to share (at least :data:`SHARE_MACS` multiply-adds, such as
-  LeNet-5's convolutions at batch 256) to the threads the process had before
-  the step, and restores it after the product.
+  the LeNets' first layers and LeNet-5's convolutions) to the threads the
+  process had before the step, and restores it after the product.
 
-Why one thread: most of the LeNets' products are a few hundred microseconds
-each, too small to share. OpenBLAS's threads then cost more in
-synchronisation than they save (on this project's 2-core machine the default
-LeNet-300-100 run took 183 s with two threads and 6 s with one; see
-benchmarks/README.md). A product of tens of millions of multiply-adds takes
-milliseconds, and there a second core pays.
+Why one thread around them: with every thread on for the whole step,
+OpenBLAS's idle threads keep spinning between products while NumPy's
+single-threaded passes and the small products run (and scipy's own OpenBLAS
+keeps a pool of its own), so the step gets slower, not faster (on this
+project's 2-core machine the default LeNet-300-100 run took 183 s with two
+threads and 6 s with one; see benchmarks/README.md). A product of a few
+million multiply-adds, a few hundred microseconds of one core, runs 1.5-1.9x
+faster on both cores when only it gets them.
 
 BLAS libraries are found and driven by threadpoolctl (the library
 scikit-learn uses for this), which knows OpenBLAS, MKL and BLIS builds.
@@ -43,9 +45,11 @@ __all__ = ["set_blas_threads", "pinned_blas_threads", "blas_thread_count", "step
 #: BLAS threads inside a training step when the process has not been pinned.
 STEP_THREADS = 1
 #: Multiply-adds from which one product inside :func:`step_threads`' own limit
-#: runs on every thread the process had before the step (a few milliseconds of
-#: one core: LeNet-5's convolutions at batch 256, not LeNet-300-100's layers).
-SHARE_MACS = 1 << 25
+#: runs on every thread the process had before the step: 2^22, about 100
+#: microseconds of one core (LeNet-300-100's fc1, and fc2 at batch 256; the
+#: products of LeNet-5's convolutions and fc1; the measurement that chose it is in
+#: benchmarks/README.md, "Which products share the cores").
+SHARE_MACS = 1 << 22
 
 _controller = None
 _pinned: Optional[int] = None
