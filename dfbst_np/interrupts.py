@@ -52,17 +52,9 @@ def deferred() -> Iterator[None]:
             previous[s] = signal.signal(s, record)
         yield
     finally:
-        _restore(list(previous.items()))
+        # Every callback runs even if a handler already put back raises (a new signal).
+        with contextlib.ExitStack() as restore:
+            for s, handler in previous.items():
+                restore.callback(signal.signal, s, handler)
         for s in caught:
             signal.raise_signal(s)      # under the handler that was in force before
-
-
-def _restore(handlers) -> None:
-    # Nested: a signal raised by a handler already put back cannot leave a later one unrestored.
-    if not handlers:
-        return
-    (s, handler), rest = handlers[0], handlers[1:]
-    try:
-        signal.signal(s, handler)
-    finally:
-        _restore(rest)

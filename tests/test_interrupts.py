@@ -9,9 +9,9 @@ import signal
 
 import pytest
 
-import dfbst_np.train.checkpoint as checkpoint
+import dfbst_np.atomic as atomic
 from dfbst_np.interrupts import deferred
-from dfbst_np.train.checkpoint import write_atomic
+from dfbst_np.atomic import write_atomic
 
 
 class Stopped(Exception):
@@ -93,7 +93,7 @@ def test_without_the_deferral_that_same_interrupt_leaves_a_temporary_file(
         tmp_path, monkeypatch, sigterm_raises):
     # The premise of the test above: the gap it closes is real (CI once hit it).
     import contextlib
-    monkeypatch.setattr(checkpoint, "deferred", contextlib.nullcontext)
+    monkeypatch.setattr(atomic, "deferred", contextlib.nullcontext)
     target = _write_interrupted_after_create(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("config.json.*.tmp"))) == 1
     assert target.read_text() == "old"

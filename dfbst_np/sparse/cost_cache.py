@@ -28,14 +28,13 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
-from ..interrupts import deferred
+from ..atomic import write_atomic
 
 __all__ = ["MODELS", "model_choice", "cache_dir", "machine_key", "cache_path", "read", "write",
            "cpu_model", "blas_kernel", "FORMAT"]
@@ -135,23 +134,7 @@ def write(path: Path, key: Dict[str, str], costs: Dict[np.dtype, object]) -> boo
             "costs": {np.dtype(dt).name: asdict(c) for dt, c in costs.items()}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f = None
-        try:
-            with deferred():     # Ctrl-C cannot fall between creating the file and knowing its name
-                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-                f = os.fdopen(fd, "w")
-            with f:
-                json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                if f is not None:
-                    f.close()
-                if tmp is not None:
-                    os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError:
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    except OSError:             # StorageError included: the costs stay in memory only
         return False
     return True

@@ -3,10 +3,9 @@
 A checkpoint is a flat ``{key: array}`` dict. Keys are prefixed by what they
 belong to (``model/fc1.weight``, ``optim/momentum_buffer.fc1.weight``,
 ``sched/last_epoch``, ``meta/epoch``). Writing goes to a temporary file in
-the same folder, is flushed to disk, then renamed over the old checkpoint:
-a crash at any moment leaves either the old or the new file, never half of
-one (a killed writer's temporary file is removed by
-:func:`remove_stale_temp_files` when the folder is next used). Reading uses
+the same folder, is flushed to disk, then renamed over the old checkpoint
+(:mod:`dfbst_np.atomic`): a crash at any moment leaves either the old or the
+new file, never half of one. Reading uses
 ``allow_pickle=False``, so a checkpoint can hold arrays only and loading one
 can never run code; :func:`check_entries` then checks every entry's name,
 shape and dtype against what the run expects, before anything is loaded.
@@ -15,21 +14,19 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import signal
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 
+from ..atomic import write_via_temp
 from ..errors import CheckpointError, StorageError, is_disk_error, storage_error
-from ..interrupts import deferred
 
-__all__ = ["CheckpointError", "EntryHeader", "check_entries", "load_checkpoint", "read_headers",
-           "remove_stale_temp_files", "save_checkpoint", "strip_prefix", "with_prefix",
-           "write_atomic"]
+__all__ = ["CheckpointError", "EntryHeader", "check_entries", "kill_point", "load_checkpoint",
+           "read_headers", "save_checkpoint", "strip_prefix", "with_prefix"]
 
 # Fault injection for the crash and concurrency tests: DFBST_KILL_AT="point:n" makes
 # the process SIGKILL itself the n-th time it passes ``point``; DFBST_STOP_AT="point:n"
@@ -51,97 +48,12 @@ def kill_point(point: str) -> None:
             os.kill(os.getpid(), sig)
 
 
-_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"     # as in tempfile.mkstemp's names
-_MKSTEMP_CHARS = set(_TEMP_CHARS)
-
-
-def _temp_prefix(path: Path) -> str:
-    return path.name + "."
-
-
-def _create_temp(path: Path):
-    """(fd, path) of a new ``<name>.<8 random characters>.tmp`` beside ``path``, open for writing.
-
-    Named as tempfile.mkstemp names its files, and as exclusive (O_EXCL), but
-    created with mode 0666 less the umask like any file the user writes:
-    mkstemp's files are 0600.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / (_temp_prefix(path) + "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
-                             + ".tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
-def _write_via_temp(path: Path, write, point: Optional[str] = None) -> None:
-    """Call ``write(file)`` on a new temporary file beside ``path``, fsync, rename over ``path``.
-
-    A failure at any moment leaves ``path`` as it was and no temporary file; a
-    failure the user's disk causes (full, read-only, ...) is a one-line
-    :class:`~dfbst_np.errors.StorageError` naming ``path``.
-    """
-    tmp = f = None
-    try:
-        with deferred():        # Ctrl-C cannot fall between creating the file and knowing its name
-            fd, tmp = _create_temp(path)
-            f = os.fdopen(fd, "wb")
-        with f:
-            if point:
-                kill_point(f"{point}-opened")
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if point:
-            kill_point(f"{point}-written")
-        os.replace(tmp, path)
-    except BaseException as e:
-        if f is not None:
-            try:
-                f.close()
-            except OSError:
-                pass
-        if tmp is not None:
-            try:
-                Path(tmp).unlink(missing_ok=True)
-            except OSError:
-                pass                        # e.g. a read-only disk: e says what went wrong
-        if is_disk_error(e):
-            raise storage_error(e, f"write {path}") from None
-        raise
-
-
-def write_atomic(path, data: bytes) -> None:
-    """Replace ``path``'s content with ``data`` atomically (a temporary file of a name unique
-    to this write, fsync, rename), as :func:`save_checkpoint` does."""
-    _write_via_temp(Path(path), lambda f: f.write(data))
-
-
 def save_checkpoint(path, arrays: Dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` atomically (temp file, fsync, rename)."""
+    """Write ``arrays`` to ``path`` atomically (temp file, fsync, rename: :mod:`dfbst_np.atomic`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_via_temp(path, lambda f: np.savez(f, **arrays), point="checkpoint")
-
-
-def remove_stale_temp_files(path) -> List[Path]:
-    """Delete the temporary files a killed :func:`save_checkpoint` of ``path`` left.
-
-    Only names of our own pattern (``<name>.<8 random characters>.tmp``, as
-    ``tempfile.mkstemp`` makes them) are touched. Call it only when no other
-    process is writing to the folder: at the start of a run or a resume.
-    """
-    path = Path(path)
-    removed = []
-    for p in path.parent.glob(_temp_prefix(path) + "*.tmp"):
-        middle = p.name[len(_temp_prefix(path)):-len(".tmp")]
-        if p.is_file() and len(middle) == 8 and set(middle) <= _MKSTEMP_CHARS:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
+    write_via_temp(path, lambda f: np.savez(f, **arrays),
+                   passing=lambda stage: kill_point(f"checkpoint-{stage}"))
 
 
 @dataclass(frozen=True)

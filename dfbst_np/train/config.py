@@ -27,7 +27,7 @@ from ..errors import ConfigError, is_disk_error, storage_error
 from ..methods import WEIGHT_GRADS
 from ..models import INPUT_SHAPES, NAMES as MODELS, REGISTRY as MODEL_REGISTRY
 from ..sparse.kernels import PATHS
-from .checkpoint import write_atomic
+from ..atomic import write_atomic
 from .data.datasets import canonical_name
 
 DATASET_FOR_MODEL = {name: m.dataset for name, m in MODEL_REGISTRY.items()}

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import RunFolderError, is_disk_error, storage_error
-from .checkpoint import remove_stale_temp_files, write_atomic
+from ..atomic import remove_stale_temp_files, write_atomic
 from .lock import LOCK, FolderLock, lock_folder
 
 __all__ = ["CHECKPOINT", "CONFIG", "LOCK", "METRICS", "FolderLock", "check_new_folder",

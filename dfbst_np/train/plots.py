@@ -13,7 +13,7 @@ from typing import List, Optional
 from .. import methods
 from ..errors import RunFolderError
 from ..models import REGISTRY as MODEL_REGISTRY
-from .checkpoint import write_atomic
+from ..atomic import write_atomic
 from .folder import read_metrics
 
 #: Resolution of every saved or inline figure.
