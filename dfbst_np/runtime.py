@@ -13,8 +13,8 @@ Two kinds of call live here, and the difference matters:
   process changed behind their back;
 * inside that limit, :func:`product_threads` lifts it again for one product
   large enough to share (at least :data:`SHARE_MACS` multiply-adds, such as
-  the LeNets' first layers and LeNet-5's convolutions) to the threads the
-  process had before the step, and restores it after the product.
+  LeNet-5's convolutions at batch 256) to the threads the process had before
+  the step, and restores it after the product.
 
 Why one thread around them: with every thread on for the whole step,
 OpenBLAS's idle threads keep spinning between products while NumPy's
@@ -22,8 +22,11 @@ single-threaded passes and the small products run (and scipy's own OpenBLAS
 keeps a pool of its own), so the step gets slower, not faster (on this
 project's 2-core machine the default LeNet-300-100 run took 183 s with two
 threads and 6 s with one; see benchmarks/README.md). A product of a few
-million multiply-adds, a few hundred microseconds of one core, runs 1.5-1.9x
-faster on both cores when only it gets them.
+million multiply-adds already runs 1.5-1.9x faster on both cores when only
+it gets them, but a shared product rounds differently: the threshold is set
+so that the default runs (LeNet-300-100 at batch 64) share nothing, and a
+notebook that trains with nothing pinned computes the numbers of the
+command line, which pins one thread.
 
 BLAS libraries are found and driven by threadpoolctl (the library
 scikit-learn uses for this), which knows OpenBLAS, MKL and BLIS builds.
@@ -45,11 +48,11 @@ __all__ = ["set_blas_threads", "pinned_blas_threads", "blas_thread_count", "step
 #: BLAS threads inside a training step when the process has not been pinned.
 STEP_THREADS = 1
 #: Multiply-adds from which one product inside :func:`step_threads`' own limit
-#: runs on every thread the process had before the step: 2^22, about 100
-#: microseconds of one core (LeNet-300-100's fc1, and fc2 at batch 256; the
-#: products of LeNet-5's convolutions and fc1; the measurement that chose it is in
-#: benchmarks/README.md, "Which products share the cores").
-SHARE_MACS = 1 << 22
+#: runs on every thread the process had before the step (a few milliseconds of
+#: one core: LeNet-5's convolutions, LeNet-300-100's fc1 at batch 256, none of
+#: LeNet-300-100's products at batch 64; 2^22 was faster but changed the
+#: default run's numbers: benchmarks/README.md, "Which products share the cores").
+SHARE_MACS = 1 << 25
 
 _controller = None
 _pinned: Optional[int] = None
