@@ -9,7 +9,7 @@ import tempfile
 import time
 import tracemalloc
 from contextlib import contextmanager
-from typing import Callable, Dict, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -17,14 +17,13 @@ from .common import PARTS, torch_module
 from .variants import Variant
 
 
-def time_round_robin(variants: Sequence[Variant], warmup: int, rounds: int, steps: int,
-                     progress: Callable[[str], None] = lambda s: None) -> None:
+def time_round_robin(variants: Sequence[Variant], warmup: int, rounds: int, steps: int) -> None:
     """Warm every variant up, then time ``rounds`` x ``steps`` steps of each, interleaved."""
     for v in variants:
         v.restore()
         for _ in range(warmup):
             v.step()
-    for r in range(rounds):
+    for _ in range(rounds):
         for v in variants:
             v.restore()
             for _ in range(steps):
@@ -32,7 +31,6 @@ def time_round_robin(variants: Sequence[Variant], warmup: int, rounds: int, step
                 v.step()
                 v.times.append(time.perf_counter() - t0)
                 v.cpu_times.append(time.process_time() - c0)
-        progress(f"round {r + 1}/{rounds}")
 
 
 # What torch writes to stderr (file descriptor 2, from C++) around every memory-profiled
@@ -104,7 +102,7 @@ def mask_floor_bytes(v: Variant) -> float:
         return float("nan")
     total = 0.0
     for _, layer in v.trainer.layers:
-        if layer.mask_nnz == layer.weight.size and layer.params.get("threshold") is None:
+        if not layer.impl.method.masked:
             continue                                   # unmasked: no mask work
         b = layer.weight.dtype.itemsize
         per = (b + 1) + (3 * b + 1) + ((2 * b + 1) if layer.dmask_nnz is not None else 0)

@@ -40,10 +40,6 @@ class Variant:
     times: List[float] = field(default_factory=list)
     cpu_times: List[float] = field(default_factory=list)   # process CPU seconds per step
 
-    @property
-    def label(self) -> str:
-        return f"{self.impl} {self.name}" + (f" [{self.path}]" if self.path != "-" else "")
-
 
 def _keep_per_row(fan_in: int, density: float) -> int:
     """Weights per row for a target density, at least 1.25 % of the row: SPEC's reset

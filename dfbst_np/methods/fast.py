@@ -49,6 +49,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from ..runtime import matmul
 from ..sparse import kernels
 from ..sparse.entries import Entries
 from ..sparse.mask_rule import ForwardMask
@@ -193,7 +194,8 @@ class FastDense(Implementation):
 
     def forward(self, layer, x2, transposed: bool, plan: StepPlan):
         w2 = layer.weight2d
-        return kernels.dense_forward_t(w2, x2) if transposed else x2 @ w2.T     # the engine's product
+        # runtime.matmul, as the engine's product: a large one shares the cores inside a step
+        return kernels.dense_forward_t(w2, x2) if transposed else matmul(x2, w2.T)
 
     def backward(self, layer, dy2, x2, transposed: bool, plan: StepPlan) -> Backward:
         tr, w2 = transposed, layer.weight2d

@@ -40,7 +40,6 @@ REGISTRY: Dict[str, ModelInfo] = {
     "resnet18": ModelInfo(ResNet18, "ResNet-18", (3, 32, 32), "cifar100", 100, "fc.weight"),
 }
 NAMES = tuple(REGISTRY)
-MODELS = {name: info.cls for name, info in REGISTRY.items()}
 INPUT_SHAPES = {name: info.input_shape for name, info in REGISTRY.items()}
 
 

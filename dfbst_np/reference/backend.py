@@ -218,7 +218,8 @@ class TorchBackend(Backend):
         self.model.load_state_dict(to_torch_state_dict(strip_prefix("model", arrays), like=self.model))
         self._load_optimizer(strip_prefix("optim", arrays))
         self._load_scheduler(strip_prefix("sched", arrays))
-        self._numpy_costs = {k: v.copy() for k, v in arrays.items() if k.startswith("costs/")}
+        self._numpy_costs = with_prefix("costs", {k: v.copy()
+                                                  for k, v in strip_prefix("costs", arrays).items()})
 
     def _load_optimizer(self, optim: Dict[str, np.ndarray]) -> None:
         params = dict(self.model.named_parameters())

@@ -28,7 +28,7 @@ is the caller's business.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn

@@ -259,7 +259,7 @@ def _read_forward_unexposed(before, method: str) -> str:
     for name in [k[:-len(".threshold")] for k in before if k.endswith(".threshold")]:
         W, t = _rows(before[f"{name}.weight"]), before[f"{name}.threshold"]
         x = np.abs(W) - tb.effective_threshold(t, method)[:, None]
-        density = density_before_reset(W, t, method)
+        density = float(tb.H(x).mean())          # density_before_reset, from x already at hand
         if tb.RESET_DENSITY < density <= 0.05:
             found.append(f"{name} keeps {density:.1%} (SPEC resets at <= 1 % only)")
         elif density <= tb.RESET_DENSITY:

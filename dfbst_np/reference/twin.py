@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch

@@ -244,8 +244,8 @@ class _Run:
         self.names, self.end_epoch = names, end_epoch
         self.rtol, self.atol, self.floors = rtol, atol, floors
         self.float32_masks = float32_masks
-        self.params = mapped(names, torch_model.named_parameters(), "parameter")
-        self.state_names = list(mapped(names, torch_model.state_dict().items(), "state"))
+        self.params = mapped(names, torch_model.named_parameters())
+        self.state_names = list(mapped(names, torch_model.state_dict().items()))
         self.mask_paths = names.mask_paths(torch_model)
         self.arch, self.np_model, self.trainer = None, np_model, None
         self.f32_source = "passed" if float32_masks is not None else None
@@ -288,8 +288,7 @@ class _Run:
         return list(self.mask_paths)
 
     def _torch_shapes(self) -> Dict[str, tuple]:
-        return {k: tuple(v.shape) for k, v in
-                mapped(self.names, self.torch_model.state_dict().items(), "state").items()}
+        return shapes_of(mapped(self.names, self.torch_model.state_dict().items()))
 
     def _build_twin(self, float32_masks):
         """(description, twin, {layer: float32 seen}): traced from the torch model, else a built-in."""
@@ -324,7 +323,7 @@ class _Run:
 
     # -- torch side --------------------------------------------------------
     def _torch_state(self) -> Dict[str, np.ndarray]:
-        sd = mapped(self.names, self.torch_model.state_dict().items(), "state")
+        sd = mapped(self.names, self.torch_model.state_dict().items())
         return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
 
     def _theirs(self, cap: StepCapture) -> Dict[str, Dict[str, np.ndarray]]:

@@ -71,7 +71,8 @@ class NameMap:
         return {p: n for p, n in paths.items() if n.endswith(MASKS)}
 
 
-def mapped(names: NameMap, items, what: str) -> Dict[str, object]:
+def mapped(names: NameMap, items) -> Dict[str, object]:
+    """``(name, value)`` pairs renamed by ``names``, masks left out; two names sent to one refused."""
     out, source = {}, {}
     for name, value in items:
         new = names(name)

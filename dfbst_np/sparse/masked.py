@@ -93,11 +93,6 @@ class MaskedLayer:
         self.state = self.impl.new_state(self)
 
     @property
-    def estimator(self):
-        """The straight-through estimator h of the settings."""
-        return self.settings.h
-
-    @property
     def float32_masks(self) -> bool:
         return self.settings.float32_masks
 

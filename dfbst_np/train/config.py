@@ -37,11 +37,13 @@ MAX_EPOCHS = 1_000_000
 MAX_COUNT = 2 ** 31 - 1          # batch sizes, image limits
 MAX_SEED = 2 ** 32 - 1           # every generator in use (NumPy's, torch.manual_seed) takes it
 MAX_THREADS = 1024
-# Settings older versions did not record, and the one value every run of theirs had.
+#: RunConfig fields that are options of a method (see RunConfig.method_options).
+METHOD_OPTIONS = ("density", "distribution", "zeta", "drop_fraction", "update_interval",
+                  "prune_start", "update_end")
+# Settings older versions did not record, and the one value every run of theirs had
+# (the method options, of gmp, set and rigl: a run from before them had none).
 ADDED_LATER = {"textbook": False, "threads": None, "backend": "numpy", "device": "cpu",
-               # the method options (gmp, set, rigl): a run from before them had none
-               "density": None, "distribution": None, "zeta": None, "drop_fraction": None,
-               "update_interval": None, "prune_start": None, "update_end": None}
+               **dict.fromkeys(METHOD_OPTIONS)}
 
 
 def image_shape(dataset: str) -> Tuple[int, int, int]:
@@ -206,10 +208,6 @@ class RunConfig:
             except ValueError as e:
                 raise ConfigError(f"{where}{e}") from None
 
-
-#: RunConfig fields that are options of a method (see RunConfig.method_options).
-METHOD_OPTIONS = ("density", "distribution", "zeta", "drop_fraction", "update_interval",
-                  "prune_start", "update_end")
 
 
 def _shape(shape) -> str:

@@ -84,8 +84,9 @@ class Run:
         self.cfg, self.out = cfg.validate(), Path(out)
         check_backend(cfg)                # before the data: a missing torch or GPU fails at once
         self.data = data if data is not None else load_data(cfg)
+        self.steps_per_epoch = -(-len(self.data.train_y) // cfg.batch_size)
         self.backend = trainer_for(cfg, self.data.num_classes,    # NumPy's Trainer, or torch's
-                                   -(-len(self.data.train_y) // cfg.batch_size))
+                                   self.steps_per_epoch)
         self.model, self.trainer = self.backend.model, self.backend.trainer
         self.epoch = 0                    # epochs completed
         self.totals = {"exact_flops": 0.0, "ideal_flops": 0.0, "dense_flops": 0.0, "seconds": 0.0}
@@ -287,12 +288,11 @@ now (default: the run's own; either backend reads the other's checkpoint). Nothi
     def _train(self, progress: bool, log: Callable[[str], None]) -> List[Dict[str, float]]:
         from tqdm import tqdm
 
-        cfg, d = self.cfg, self.data
+        cfg = self.cfg
         if self.note:
             log(self.note)
             self.note = None
-        steps_per_epoch = -(-len(d.train_y) // cfg.batch_size)
-        bar = tqdm(total=(cfg.epochs - self.epoch) * steps_per_epoch, disable=not progress,
+        bar = tqdm(total=(cfg.epochs - self.epoch) * self.steps_per_epoch, disable=not progress,
                    unit="step", dynamic_ncols=True, leave=False)
         try:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):

@@ -116,7 +116,8 @@ class Trainer:
             raise ValueError(f"Trainer: weight_grad={weight_grad!r}, but the model was built with "
                              f"weight_grad={self.settings.weight_grad!r}; choose it in "
                              f"models.build(..., weight_grad=...)")
-        self.input_layers = _input_layers(model)
+        # The masked layers that read the network's input: nobody needs their dL/dx.
+        self._input_ids = set(map(id, _input_layers(model)))
         self.blas_threads = blas_threads
         self.alpha, self.beta, self.clip_norm = alpha, beta, clip_norm
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
@@ -185,9 +186,8 @@ class Trainer:
         model = self.model
         model.train()
         model.zero_grad()
-        first = set(map(id, self.input_layers))   # nothing reads dL/dx of the network's input
         for _, layer in self.layers:              # the trainer writes the used dW itself
-            layer.next_step(input_grad=id(layer) not in first, weight_grad=weight_grad,
+            layer.next_step(input_grad=id(layer) not in self._input_ids, weight_grad=weight_grad,
                             deferred=True)
         logits = model.forward(x)
         ce = self.loss_fn.forward(logits, y)
@@ -203,10 +203,9 @@ class Trainer:
         grad_norm, norms = self._checked_norm(view)
         if self.clip_norm is not None:
             clip_grad_norm(view, self.clip_norm, sq_norms=norms)
-        if used is not None:
-            for name, layer in self.layers:
-                layer.set_used_grad(used[f"{name}.weight"])
-            grads = self.model.grads
+        for name, layer in self.layers:
+            layer.set_used_grad(used[f"{name}.weight"])
+        grads = self.model.grads
         if trace is not None:
             trace("used_grad", {name: np.array(g) for name, g in grads.items()})
         # The norm above is finite, so every gradient is, also after clipping.
@@ -220,8 +219,6 @@ class Trainer:
         (for a predicted one, its support's values: the norm and the clipping need
         only those, dW * D being 0 elsewhere, and the dense gradient is written
         once, already clipped)."""
-        if used is None:
-            return grads
         return {name: used[name].values if name in used else grads[name]
                 for name in self.optimizer.params if name in used or name in grads}
 
